@@ -46,7 +46,7 @@ const (
 )
 
 // ClusterNetworkEntry is one pod address range and the size of the share each node gets from it.
-// +kubebuilder:validation:XValidation:rule="!isCIDR(self.cidr) || self.hostPrefix > cidr(self.cidr).prefixLength()",messageExpression="'hostPrefix ' + string(self.hostPrefix) + ' must be longer than the prefix of ' + self.cidr + ' (/' + string(cidr(self.cidr).prefixLength()) + '), or no node subnet fits in it'"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self.cidr) || self.hostPrefix > cidr(self.cidr).prefixLength()",messageExpression="'hostPrefix must be longer than the prefix length of ' + self.cidr + ', or no node subnet fits in it'"
 type ClusterNetworkEntry struct {
 	// cidr is a pod address range in canonical form, for example 10.128.0.0/14. Each node's subnet is carved
 	// out of it. Only IPv4 ranges are accepted today; IPv6 entries will be added to this same list.
@@ -55,7 +55,7 @@ type ClusterNetworkEntry struct {
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",messageExpression="'cidr ' + self + ' is not a CIDR: write it as address/prefix, for example 10.128.0.0/14'"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).ip().family() == 4",messageExpression="'cidr ' + self + ' is not IPv4: only IPv4 cluster networks are supported'"
-	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'cidr ' + self + ' is not canonical: its host bits must be zero, did you mean ' + string(cidr(self).masked()) + '?'"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'cidr ' + self + ' is not canonical: the bits after the prefix length must be zero (for example 10.128.0.0/14, not 10.128.0.1/14)'"
 	CIDR string `json:"cidr"`
 
 	// hostPrefix is the prefix length of each node's subnet, for example 23 gives every node a /23
@@ -87,7 +87,7 @@ type ClusterNetworkSpec struct {
 	// +kubebuilder:validation:MaxLength=43
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",messageExpression="'serviceNetwork ' + self + ' is not a CIDR: write it as address/prefix, for example 172.30.0.0/16'"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).ip().family() == 4",messageExpression="'serviceNetwork ' + self + ' is not IPv4: only IPv4 service networks are supported'"
-	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'serviceNetwork ' + self + ' is not canonical: its host bits must be zero, did you mean ' + string(cidr(self).masked()) + '?'"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'serviceNetwork ' + self + ' is not canonical: the bits after the prefix length must be zero (for example 172.30.0.0/16, not 172.30.0.1/16)'"
 	ServiceNetwork string `json:"serviceNetwork"`
 
 	// vxlanPort is the UDP port of the VXLAN tunnel between nodes. Change it only when 4789 is taken on the

@@ -57,7 +57,7 @@ type HostSubnetSpec struct {
 	// +kubebuilder:validation:MaxLength=18
 	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",messageExpression="'subnet ' + self + ' is not a CIDR: write it as address/prefix, for example 10.128.2.0/23'"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).ip().family() == 4",messageExpression="'subnet ' + self + ' is not IPv4'"
-	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'subnet ' + self + ' is not canonical: its host bits must be zero, did you mean ' + string(cidr(self).masked()) + '?'"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",messageExpression="'subnet ' + self + ' is not canonical: the bits after the prefix length must be zero (for example 10.128.2.0/23, not 10.128.2.1/23)'"
 	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self).prefixLength() <= 30",messageExpression="'subnet ' + self + ' is too small: a node needs at least a /30 (a gateway and one pod)'"
 	Subnet string `json:"subnet"`
 }
