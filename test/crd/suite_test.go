@@ -36,6 +36,8 @@ func run(m *testing.M) int {
 	}
 	cfg, err = testEnv.Start()
 	if err != nil {
+		// A failed Start may leave kube-apiserver and etcd running (for example when a CRD is refused).
+		_ = testEnv.Stop()
 		fmt.Fprintf(os.Stderr, "failed to start envtest: %v\n", err)
 		return 1
 	}
