@@ -226,34 +226,50 @@ func (v *NodeView) setRemoteNodes(others []v1alpha1.HostSubnet) {
 		return cmp.Compare(a.node.Name, b.node.Name)
 	})
 	kept := make([]RemoteNode, 0, len(cands))
+	seen := remoteIndex{
+		byName:   make(map[string]RemoteNode, len(cands)),
+		bySubnet: make(map[netip.Prefix]RemoteNode, len(cands)),
+		byHostIP: make(map[netip.Addr]RemoteNode, len(cands)),
+	}
 	for _, c := range cands {
-		if err := v.remoteConflict(c.node, c.path, kept); err != nil {
+		if err := v.remoteConflict(c.node, c.path, seen); err != nil {
 			v.Skipped = append(v.Skipped, err)
 			continue
 		}
 		kept = append(kept, c.node)
+		seen.byName[c.node.Name] = c.node
+		seen.bySubnet[c.node.Subnet] = c.node
+		seen.byHostIP[c.node.HostIP] = c.node
 	}
 	slices.SortFunc(kept, func(a, b RemoteNode) int { return cmp.Compare(a.Name, b.Name) })
 	v.RemoteNodes = kept
 }
 
+// remoteIndex finds the remote nodes kept so far by name, subnet and hostIP. Every subnet in it is exactly
+// its cluster network's hostPrefix long and cluster networks do not overlap, so two subnets overlap only when
+// they are equal: a map lookup finds every overlap.
+type remoteIndex struct {
+	byName   map[string]RemoteNode
+	bySubnet map[netip.Prefix]RemoteNode
+	byHostIP map[netip.Addr]RemoteNode
+}
+
 // remoteConflict reports why n cannot be kept beside this node and the remote nodes already kept.
-func (v *NodeView) remoteConflict(n RemoteNode, path string, kept []RemoteNode) *FieldError {
+func (v *NodeView) remoteConflict(n RemoteNode, path string, kept remoteIndex) *FieldError {
 	if n.Subnet.Overlaps(v.Subnet) {
 		return fieldErrorf(path+".spec.subnet", "%s overlaps this node's (%s) subnet %s", n.Subnet, v.NodeName, v.Subnet)
 	}
 	if n.HostIP == v.NodeIP {
 		return fieldErrorf(path+".spec.hostIP", "%s is this node's (%s) IP", n.HostIP, v.NodeName)
 	}
-	for _, k := range kept {
-		switch {
-		case k.Name == n.Name:
-			return fieldErrorf(path, "duplicate HostSubnet name")
-		case k.Subnet.Overlaps(n.Subnet):
-			return fieldErrorf(path+".spec.subnet", "%s overlaps %s's %s", n.Subnet, k.Name, k.Subnet)
-		case k.HostIP == n.HostIP:
-			return fieldErrorf(path+".spec.hostIP", "%s is already %s's hostIP", n.HostIP, k.Name)
-		}
+	if _, ok := kept.byName[n.Name]; ok {
+		return fieldErrorf(path, "duplicate HostSubnet name")
+	}
+	if k, ok := kept.bySubnet[n.Subnet]; ok {
+		return fieldErrorf(path+".spec.subnet", "%s overlaps %s's %s", n.Subnet, k.Name, k.Subnet)
+	}
+	if k, ok := kept.byHostIP[n.HostIP]; ok {
+		return fieldErrorf(path+".spec.hostIP", "%s is already %s's hostIP", n.HostIP, k.Name)
 	}
 	return nil
 }

@@ -328,6 +328,15 @@ func TestBuildNodeViewSkipped(t *testing.T) {
 			wantSkipped: []string{"hostSubnets[node2].spec.subnet: 10.128.0.0/23 overlaps this node's (node1) subnet 10.128.0.0/23"},
 		},
 		{
+			name: "the same name twice: the newer copy loses",
+			mutate: func(in *NodeInput) {
+				in.HostSubnets = append(in.HostSubnets, makeTestHostSubnet("node2", "192.168.100.22", "10.128.22.0/23", 22))
+			},
+			wantRemotes: []string{"node2", "node3"},
+			wantPods:    []string{"ns1/a", "ns2/b"},
+			wantSkipped: []string{"hostSubnets[node2]: duplicate HostSubnet name"},
+		},
+		{
 			name:        "remote claims this node's IP",
 			mutate:      func(in *NodeInput) { in.HostSubnets[2].Spec.HostIP = "192.168.100.1" },
 			wantRemotes: []string{"node3"},
