@@ -1,0 +1,332 @@
+package nftables
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vxflow/vxflow/internal/model"
+)
+
+// Ruleset is the desired content of table ip vxflow: the contract between Render and internal/apply/nft.
+// Every set, chain and rule is a plain comparable value, so the applier can diff two Rulesets without the
+// kernel, and String prints it the way `nft list table ip vxflow` lists it back.
+type Ruleset struct {
+	// Sets are the sets and maps, in the order they are created.
+	Sets []*Set
+	// Chains are the chains, base chains first, in the order they are created.
+	Chains []*Chain
+}
+
+// Counts returns the number of sets, chains, rules and set elements, for metrics and logs.
+func (r *Ruleset) Counts() (sets, chains, rules, elements int) {
+	for _, s := range r.Sets {
+		elements += len(s.Elements)
+	}
+	for _, c := range r.Chains {
+		rules += len(c.Rules)
+	}
+	return len(r.Sets), len(r.Chains), rules, elements
+}
+
+// SetType is the key (and data) type of a set or map; the concatenations are the ones kube-proxy uses.
+type SetType uint8
+
+const (
+	// SetTypeAddr is `type ipv4_addr`.
+	SetTypeAddr SetType = iota
+	// SetTypeAddrProtoPortVerdict is `type ipv4_addr . inet_proto . inet_service : verdict`.
+	SetTypeAddrProtoPortVerdict
+	// SetTypeProtoPortVerdict is `type inet_proto . inet_service : verdict`.
+	SetTypeProtoPortVerdict
+)
+
+// IsMap reports whether sets of this type are verdict maps.
+func (t SetType) IsMap() bool {
+	return t != SetTypeAddr
+}
+
+// Set is a named set or verdict map.
+type Set struct {
+	// Name is the set's name.
+	Name string
+	// Type is the key (and data) type.
+	Type SetType
+	// Interval marks an address set holding prefixes (flags interval).
+	Interval bool
+	// Timeout, when positive, makes the set dynamic with this timeout: elements are added by the packet
+	// path (session affinity), never by the applier.
+	Timeout time.Duration
+	// Elements are the elements, sorted by key; empty for dynamic sets.
+	Elements []Element
+}
+
+// Dynamic reports whether the packet path fills the set (flags dynamic,timeout).
+func (s *Set) Dynamic() bool {
+	return s.Timeout > 0
+}
+
+// Element is one set or map element. Which fields are used depends on the set's type: Prefix (an address
+// is a /32) for SetTypeAddr; Prefix, Proto and Port for SetTypeAddrProtoPortVerdict; Proto and Port for
+// SetTypeProtoPortVerdict. Maps carry a Verdict.
+type Element struct {
+	Prefix  netip.Prefix
+	Proto   model.L4Proto
+	Port    uint16
+	Verdict Verdict
+}
+
+// ElementKey is what identifies an element inside its set: its key without the verdict.
+type ElementKey struct {
+	Prefix netip.Prefix
+	Proto  model.L4Proto
+	Port   uint16
+}
+
+// Key returns the element's key.
+func (e Element) Key() ElementKey {
+	return ElementKey{Prefix: e.Prefix, Proto: e.Proto, Port: e.Port}
+}
+
+// compareElements orders elements by key, as String prints them.
+func compareElements(a, b Element) int {
+	if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+		return c
+	}
+	if a.Prefix.Bits() != b.Prefix.Bits() {
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	}
+	if a.Proto != b.Proto {
+		return int(a.Proto) - int(b.Proto)
+	}
+	return int(a.Port) - int(b.Port)
+}
+
+// ChainType is a base chain's type.
+type ChainType string
+
+const (
+	// ChainTypeFilter is `type filter`.
+	ChainTypeFilter ChainType = "filter"
+	// ChainTypeNAT is `type nat`.
+	ChainTypeNAT ChainType = "nat"
+)
+
+// Hook is a netfilter hook of the ip family.
+type Hook string
+
+const (
+	// HookPrerouting is NF_INET_PRE_ROUTING.
+	HookPrerouting Hook = "prerouting"
+	// HookInput is NF_INET_LOCAL_IN.
+	HookInput Hook = "input"
+	// HookForward is NF_INET_FORWARD.
+	HookForward Hook = "forward"
+	// HookOutput is NF_INET_LOCAL_OUT.
+	HookOutput Hook = "output"
+	// HookPostrouting is NF_INET_POST_ROUTING.
+	HookPostrouting Hook = "postrouting"
+)
+
+// BaseChain makes a chain a base chain attached to a hook; every vxflow base chain has policy accept, so
+// that it never decides for other tables.
+type BaseChain struct {
+	Type     ChainType
+	Hook     Hook
+	Priority int
+}
+
+// Chain is a chain with its rules.
+type Chain struct {
+	// Name is the chain's name.
+	Name string
+	// Base is set for base chains, nil for regular chains.
+	Base *BaseChain
+	// Rules are the rules in order.
+	Rules []Rule
+}
+
+// Equal reports whether two chains have the same name, hook and rules.
+func (c *Chain) Equal(o *Chain) bool {
+	if c.Name != o.Name || (c.Base == nil) != (o.Base == nil) || (c.Base != nil && *c.Base != *o.Base) {
+		return false
+	}
+	return slices.EqualFunc(c.Rules, o.Rules, Rule.Equal)
+}
+
+// Rule is a sequence of statements, matches first, ending with at most one verdict or NAT statement, plus
+// an optional comment.
+type Rule struct {
+	Stmts   []Stmt
+	Comment string
+}
+
+// Equal reports whether two rules are the same statements and comment.
+func (r Rule) Equal(o Rule) bool {
+	return r.Comment == o.Comment && slices.Equal(r.Stmts, o.Stmts)
+}
+
+// rule builds a Rule from statements.
+func rule(stmts ...Stmt) Rule {
+	return Rule{Stmts: stmts}
+}
+
+// withComment returns r with a comment.
+func (r Rule) withComment(c string) Rule {
+	r.Comment = c
+	return r
+}
+
+// Stmt is one statement of a rule. The set of statement types is closed: each is a comparable value type
+// that prints as nft lists it and that internal/apply/nft compiles to the same expressions nft would.
+type Stmt interface {
+	// String returns the statement as `nft list` prints it.
+	String() string
+	isStmt()
+}
+
+// AddrField is a field of the IPv4 header holding an address.
+type AddrField uint8
+
+const (
+	// SAddr is `ip saddr`.
+	SAddr AddrField = iota
+	// DAddr is `ip daddr`.
+	DAddr
+)
+
+// MatchAddr matches an address field against a prefix (a /32 is an address): `ip saddr 10.0.0.0/8`.
+type MatchAddr struct {
+	Field  AddrField
+	Negate bool
+	Prefix netip.Prefix
+}
+
+// MatchAddrSet looks an address field up in a named set: `ip daddr != @cluster-cidrs`.
+type MatchAddrSet struct {
+	Field  AddrField
+	Negate bool
+	Set    string
+}
+
+// MatchProto matches the transport protocol: `meta l4proto tcp`.
+type MatchProto struct {
+	Proto model.L4Proto
+}
+
+// MatchDPort matches the transport protocol and destination port: `tcp dport 80`.
+type MatchDPort struct {
+	Proto model.L4Proto
+	Port  uint16
+}
+
+// MatchMark tests one mark bit: `meta mark & 0x00000001 == 0x00000000` (Set false).
+type MatchMark struct {
+	Mask uint32
+	Set  bool
+}
+
+// MatchCtStateNew matches the first packet of a connection: `ct state new`.
+type MatchCtStateNew struct{}
+
+// MatchCtStatusDNAT matches connections that were destination-NATed: `ct status dnat`.
+type MatchCtStatusDNAT struct{}
+
+// MatchFibLocal matches packets whose source or destination address is local to the node:
+// `fib saddr type local`.
+type MatchFibLocal struct {
+	Field AddrField
+}
+
+// MatchNumgen is true with probability 1/Mod: `numgen random mod 3 0` (nft's listing of ... == 0).
+type MatchNumgen struct {
+	Mod uint32
+}
+
+// VmapKey is the key a verdict map is looked up with.
+type VmapKey uint8
+
+const (
+	// VmapKeyAddrProtoPort is `ip daddr . meta l4proto . th dport`.
+	VmapKeyAddrProtoPort VmapKey = iota
+	// VmapKeyProtoPort is `meta l4proto . th dport`.
+	VmapKeyProtoPort
+)
+
+// Vmap looks the packet up in a named verdict map and applies the verdict found:
+// `ip daddr . meta l4proto . th dport vmap @service-ips`.
+type Vmap struct {
+	Key VmapKey
+	Map string
+}
+
+// VerdictKind is what a verdict does.
+type VerdictKind uint8
+
+const (
+	// VerdictAccept ends this table's processing of the packet.
+	VerdictAccept VerdictKind = iota + 1
+	// VerdictDrop drops the packet.
+	VerdictDrop
+	// VerdictReturn returns to the calling chain.
+	VerdictReturn
+	// VerdictJump calls a chain and continues here afterwards.
+	VerdictJump
+	// VerdictGoto continues in a chain without coming back.
+	VerdictGoto
+)
+
+// Verdict is a verdict statement (`jump mark-for-masquerade`, `drop`), also used as map data.
+type Verdict struct {
+	Kind  VerdictKind
+	Chain string
+}
+
+// MarkSet sets the masquerade bit (`meta mark set meta mark | 0x00000001`) or clears it with Xor.
+type MarkSet struct {
+	Bits uint32
+	Xor  bool
+}
+
+// Masquerade source-NATs to the outgoing interface's address: `masquerade fully-random`.
+type Masquerade struct {
+	FullyRandom bool
+}
+
+// DNAT rewrites the destination to an endpoint: `dnat to 10.128.2.151:8080`; a MatchProto must precede it.
+type DNAT struct {
+	Addr netip.Addr
+	Port uint16
+}
+
+// Reject refuses the packet at once: a TCP reset (`reject with tcp reset`, only for TCP) or an ICMP port
+// unreachable (`reject`), so that clients see "connection refused" rather than a timeout.
+type Reject struct {
+	TCPReset bool
+}
+
+// Notrack exempts the packet from connection tracking: `notrack`.
+type Notrack struct{}
+
+// AffinityUpdate records the packet's source address in a dynamic set: `update @affinity-X { ip saddr }`.
+type AffinityUpdate struct {
+	Set string
+}
+
+func (MatchAddr) isStmt()         {}
+func (MatchAddrSet) isStmt()      {}
+func (MatchProto) isStmt()        {}
+func (MatchDPort) isStmt()        {}
+func (MatchMark) isStmt()         {}
+func (MatchCtStateNew) isStmt()   {}
+func (MatchCtStatusDNAT) isStmt() {}
+func (MatchFibLocal) isStmt()     {}
+func (MatchNumgen) isStmt()       {}
+func (Vmap) isStmt()              {}
+func (Verdict) isStmt()           {}
+func (MarkSet) isStmt()           {}
+func (Masquerade) isStmt()        {}
+func (DNAT) isStmt()              {}
+func (Reject) isStmt()            {}
+func (Notrack) isStmt()           {}
+func (AffinityUpdate) isStmt()    {}
