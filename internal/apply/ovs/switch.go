@@ -173,7 +173,29 @@ func (s *Switch) EnsureBridge(ctx context.Context, spec BridgeSpec) ([]string, e
 	if err != nil {
 		return nil, fmt.Errorf("failed to ensure bridge %s: %w", s.bridge, err)
 	}
+	// Once vxlan0 and tun0 have their ofports, ovs-vswitchd has built the bridge: flows can be synced and
+	// tun0 configured.
+	if err := s.waitOfports(ctx, s.bridge, VXLANPort, TunPort); err != nil {
+		return nil, fmt.Errorf("failed to ensure bridge %s: %w", s.bridge, err)
+	}
 	return changes, nil
+}
+
+// waitOfports waits until ovs-vswitchd has assigned an ofport to each of bridge's ports; a port it could
+// not add fails with the interface's error.
+func (s *Switch) waitOfports(ctx context.Context, bridge string, ports ...string) error {
+	return s.waitCache(ctx, func(snap *snapshot) (bool, error) {
+		for _, name := range ports {
+			iface := snap.ifaceOnBridge(bridge, name)
+			if iface == nil || iface.Ofport == nil || *iface.Ofport == 0 {
+				return false, nil
+			}
+			if *iface.Ofport < 0 {
+				return false, fmt.Errorf("ovs-vswitchd could not add interface %s: %s", name, deref(iface.Error))
+			}
+		}
+		return true, nil
+	})
 }
 
 // EnsureUnderlayBridge is part of Interface.
@@ -200,6 +222,9 @@ func (s *Switch) EnsureUnderlayBridge(ctx context.Context, spec UnderlaySpec) ([
 	if err != nil {
 		return nil, fmt.Errorf("failed to ensure underlay bridge %s: %w", spec.Bridge, err)
 	}
+	if err := s.waitOfports(ctx, spec.Bridge, spec.NIC, spec.Bridge); err != nil {
+		return nil, fmt.Errorf("failed to ensure underlay bridge %s: %w", spec.Bridge, err)
+	}
 	return changes, nil
 }
 
@@ -223,24 +248,18 @@ func (s *Switch) EnsurePodPort(ctx context.Context, name string, externalIDs map
 	if err != nil {
 		return 0, fmt.Errorf("failed to ensure pod port %s: %w", name, err)
 	}
-	var ofport int
-	err = s.waitCache(ctx, func(snap *snapshot) (bool, error) {
-		iface := snap.ifaceOnBridge(s.bridge, name)
-		if iface == nil {
-			return false, fmt.Errorf("port disappeared from bridge %s", s.bridge)
-		}
-		if iface.Ofport == nil || *iface.Ofport == 0 {
-			return false, nil
-		}
-		if *iface.Ofport < 0 {
-			return false, fmt.Errorf("ovs-vswitchd could not add the interface: %s", deref(iface.Error))
-		}
-		ofport = *iface.Ofport
-		return true, nil
-	})
+	if err := s.waitOfports(ctx, s.bridge, name); err != nil {
+		return 0, fmt.Errorf("failed to get the ofport of pod port %s: %w", name, err)
+	}
+	snap, err := s.snapshot(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("failed to get the ofport of pod port %s: %w", name, err)
 	}
+	iface := snap.ifaceOnBridge(s.bridge, name)
+	if iface == nil || iface.Ofport == nil {
+		return 0, fmt.Errorf("failed to get the ofport of pod port %s: the port disappeared", name)
+	}
+	ofport := *iface.Ofport
 	return ofport, nil
 }
 
