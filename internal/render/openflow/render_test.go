@@ -441,3 +441,36 @@ func BenchmarkRender(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "flows")
 }
+
+// FuzzRender feeds arbitrary API values and facts through BuildNodeView and Render: nothing may panic, and
+// every view BuildNodeView accepts must render to a set with unique keys.
+func FuzzRender(f *testing.F) {
+	f.Add("10.128.0.0/14", int32(23), "172.30.0.0/16", "10.128.2.0/23", "192.168.100.2", "10.128.2.0/23", "192.168.100.3", "10.128.0.2", int32(3), int32(4789), 1500, true)
+	f.Add("10.0.0.0/8", int32(30), "10.0.0.0/8", "10.0.0.0/30", "0.0.0.0", "10.0.0.4/30", "192.168.100.1", "10.128.1.255", int32(2), int32(0), 0, false)
+	f.Fuzz(func(t *testing.T, cidr string, hostPrefix int32, svc, subnet2, hostIP2, subnet3, hostIP3, podIP string, ofport, vxlanPort int32, underlay int, system bool) {
+		in := makeTestInput(func(in *model.NodeInput) {
+			in.ClusterNetwork.Spec.ClusterNetworks[0] = v1alpha1.ClusterNetworkEntry{CIDR: cidr, HostPrefix: hostPrefix}
+			in.ClusterNetwork.Spec.ServiceNetwork = svc
+			in.ClusterNetwork.Spec.VXLANPort = vxlanPort
+			in.HostSubnets[1].Spec.Subnet, in.HostSubnets[1].Spec.HostIP = subnet2, hostIP2
+			in.HostSubnets[2].Spec.Subnet, in.HostSubnets[2].Spec.HostIP = subnet3, hostIP3
+			in.Facts.UnderlayMTU = underlay
+			if system {
+				in.Facts.Datapath = model.DatapathSystem
+			}
+			if ip, err := netip.ParseAddr(podIP); err == nil {
+				in.Pods = append(in.Pods, model.LocalPod{Namespace: "fuzz", Name: "pod", IP: ip, OFPort: ofport})
+			}
+		})
+		v, err := model.BuildNodeView(in)
+		if err != nil {
+			if v != nil || !model.IsInvalidInput(err) {
+				t.Fatalf("BuildNodeView() = %v, %v: want no view and an InvalidInputError", v, err)
+			}
+			return
+		}
+		if _, err := Render(v); err != nil {
+			t.Fatalf("Render() of an accepted view failed: %v", err)
+		}
+	})
+}
