@@ -158,7 +158,7 @@ func (o *testOVS) load(t *testing.T, fs FlowSet) {
 // dump reads br0's flows back as Flows.
 func (o *testOVS) dump(t *testing.T) FlowSet {
 	t.Helper()
-	out := o.mustRun(t, "ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "dump-flows", BridgeName)
+	out := o.mustRun(t, "ovs-ofctl", "-O", "OpenFlow13", "--no-stats", "--no-names", "dump-flows", BridgeName)
 	var fs FlowSet
 	for _, line := range strings.Split(out, "\n") {
 		if !strings.Contains(line, " actions=") {
