@@ -266,8 +266,11 @@ func Down(ctx context.Context, cfg Config) error {
 	slices.SortStableFunc(files, func(a, b string) int { return rank(a) - rank(b) })
 	for _, f := range files {
 		grace := 5 * time.Second
-		if filepath.Base(f) == "controlplane.pid" {
+		switch base := filepath.Base(f); {
+		case base == "controlplane.pid":
 			grace = 30 * time.Second // envtest stops kube-apiserver and etcd first
+		case strings.HasPrefix(base, "cp-"):
+			grace = 2 * time.Second // orphans of a crashed control plane: no one waits for a graceful end
 		}
 		if err := proc.StopPIDFile(f, cfg.StateDir, syscall.SIGTERM, grace); err != nil {
 			errs = append(errs, err)
