@@ -21,22 +21,26 @@ import (
 	"github.com/vxflow/vxflow/api/v1alpha1"
 	"github.com/vxflow/vxflow/internal/apply/ovs"
 	"github.com/vxflow/vxflow/internal/model"
+	"github.com/vxflow/vxflow/internal/render/nftables"
 	"github.com/vxflow/vxflow/internal/render/openflow"
 )
 
 // LinkApplier is what the agent needs from internal/apply/link: the underlay's MTU and tun0's address,
 // routes, MTU and the sysctls of the packet path.
 type LinkApplier interface {
+	// MoveAddresses moves the node IP (and its routes) from the underlay NIC to the OVS bridge that holds
+	// it, for native tunneling; it returns the changes made.
+	MoveAddresses(ctx context.Context, nic, bridge string) ([]string, error)
 	// UnderlayMTU returns the MTU of the interface that holds the node IP.
 	UnderlayMTU(nodeIP netip.Addr) (int, error)
 	// Apply converges tun0, its routes and the sysctls onto the view; it returns the changes it made.
 	Apply(ctx context.Context, view *model.NodeView) ([]string, error)
 }
 
-// ServiceProxy is the nftables half of the node: Services and EndpointSlices to Service NAT and masquerade.
-type ServiceProxy interface {
-	// Sync converges the node's nftables table and returns the number of rules and elements in it.
-	Sync(ctx context.Context, view *model.NodeView, services []corev1.Service, slices []discoveryv1.EndpointSlice) (int, error)
+// RulesetApplier is the nftables applier: it converges the node's own table onto a rendered ruleset.
+type RulesetApplier interface {
+	// Sync programs desired atomically and returns the number of rules and elements in the table.
+	Sync(ctx context.Context, desired *nftables.Ruleset) (int, error)
 }
 
 // Config is the node agent's configuration, from its flags.
@@ -60,7 +64,7 @@ type Agent struct {
 	writer   client.Client
 	ovs      ovs.Interface
 	links    LinkApplier
-	services ServiceProxy
+	nft      RulesetApplier
 	pods     *PodStore
 	metrics  *Metrics
 	log      logr.Logger
@@ -74,19 +78,19 @@ type Agent struct {
 
 // New returns an agent; reader is a cache of the watched objects, writer writes HostSubnet status.
 func New(cfg Config, reader client.Reader, writer client.Client, sw ovs.Interface, links LinkApplier,
-	services ServiceProxy, metrics *Metrics, log logr.Logger) (*Agent, error) {
+	nft RulesetApplier, metrics *Metrics, log logr.Logger) (*Agent, error) {
 	switch {
 	case cfg.NodeName == "":
 		return nil, errors.New("failed to create the agent: the node name is empty")
 	case !cfg.NodeIP.Is4():
 		return nil, fmt.Errorf("failed to create the agent: node IP %q is not an IPv4 address", cfg.NodeIP)
-	case reader == nil || writer == nil || sw == nil || links == nil || services == nil || metrics == nil:
+	case reader == nil || writer == nil || sw == nil || links == nil || nft == nil || metrics == nil:
 		return nil, errors.New("failed to create the agent: a dependency is nil")
 	}
 	if cfg.StatusRefresh == 0 {
 		cfg.StatusRefresh = time.Minute
 	}
-	a := &Agent{cfg: cfg, reader: reader, writer: writer, ovs: sw, links: links, services: services,
+	a := &Agent{cfg: cfg, reader: reader, writer: writer, ovs: sw, links: links, nft: nft,
 		metrics: metrics, log: log.WithValues("node", cfg.NodeName)}
 	return a, nil
 }
@@ -188,6 +192,15 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 		} else if len(changes) > 0 {
 			a.log.Info("Configured the underlay bridge", "bridge", a.cfg.Underlay.Bridge, "changes", changes)
 		}
+		if a.cfg.Underlay.NIC != "" {
+			changes, err := a.links.MoveAddresses(ctx, a.cfg.Underlay.NIC, a.cfg.Underlay.Bridge)
+			if err != nil {
+				return a.failed(own, ReasonApplyFailed, err), nil, fmt.Errorf("failed to move the node IP onto %s: %w", a.cfg.Underlay.Bridge, err)
+			}
+			if len(changes) > 0 {
+				a.log.Info("Moved the node IP onto the underlay bridge", "changes", changes, "reason", "OVS native tunneling routes only through OVS bridges")
+			}
+		}
 	}
 	underlayMTU, err := a.links.UnderlayMTU(a.cfg.NodeIP)
 	if err != nil {
@@ -245,7 +258,16 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 	if err := a.reader.List(ctx, &slices); err != nil {
 		return SyncReport{}, nil, fmt.Errorf("failed to list EndpointSlices: %w", err)
 	}
-	rules, err := a.services.Sync(ctx, view, services.Items, slices.Items)
+	set, err := model.BuildServices(model.ServiceInput{
+		Node: model.ServiceNodeFromView(view), Services: pointers(services.Items), EndpointSlices: pointers(slices.Items),
+	})
+	if err != nil {
+		return a.failed(own, ReasonInvalidConfiguration, err), nil, fmt.Errorf("failed to build the Service model: %w", err)
+	}
+	for _, s := range set.Skipped {
+		view.Skipped = append(view.Skipped, s)
+	}
+	rules, err := a.nft.Sync(ctx, nftables.Render(set))
 	a.metrics.SyncDuration.WithLabelValues("nftables").Observe(time.Since(t).Seconds())
 	if err != nil {
 		a.metrics.SyncErrors.WithLabelValues("nftables").Inc()
@@ -312,6 +334,15 @@ func (a *Agent) reportStatus(ctx context.Context, r SyncReport) error {
 		return fmt.Errorf("failed to apply HostSubnet %s status: %w", a.cfg.NodeName, err)
 	}
 	return nil
+}
+
+// pointers returns pointers to a list's items, without copying them.
+func pointers[T any](items []T) []*T {
+	out := make([]*T, len(items))
+	for i := range items {
+		out[i] = &items[i]
+	}
+	return out
 }
 
 func findHostSubnet(items []v1alpha1.HostSubnet, name string) *v1alpha1.HostSubnet {
