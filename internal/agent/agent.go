@@ -59,15 +59,15 @@ type Config struct {
 
 // Agent converges one node onto what the API says.
 type Agent struct {
-	cfg      Config
-	reader   client.Reader
-	writer   client.Client
-	ovs      ovs.Interface
-	links    LinkApplier
-	nft      RulesetApplier
-	pods     *PodStore
-	metrics  *Metrics
-	log      logr.Logger
+	cfg     Config
+	reader  client.Reader
+	writer  client.Client
+	ovs     ovs.Interface
+	links   LinkApplier
+	nft     RulesetApplier
+	pods    *PodStore
+	metrics *Metrics
+	log     logr.Logger
 
 	mu       sync.Mutex
 	lastView *model.NodeView
