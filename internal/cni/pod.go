@@ -317,7 +317,8 @@ func (s *Server) gc(ctx context.Context, conf *wire.NetConf) error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, s.collectPorts(ctx, "GC"))
+	_, perr := s.collectPorts(ctx, "GC")
+	errs = append(errs, perr)
 	if err := errors.Join(errs...); err != nil {
 		return &cniError{code: wire.CodeSetupFailed, msg: "failed to collect stale attachments", err: err}
 	}
@@ -345,11 +346,12 @@ func (s *Server) collect(ctx context.Context, a Attachment, detach bool, reason 
 
 // collectPorts deletes pod ports (and their veths) that carry the server's sandbox key but belong to no
 // attachment: left by a crash between DEL's steps or by a lost record.
-func (s *Server) collectPorts(ctx context.Context, reason string) error {
+func (s *Server) collectPorts(ctx context.Context, reason string) ([]string, error) {
 	ports, err := s.ports.ListPodPorts(ctx)
 	if err != nil {
-		return fmt.Errorf("failed to list the ports of br0: %w", err)
+		return nil, fmt.Errorf("failed to list the ports of br0: %w", err)
 	}
+	var deleted []string
 	owned := map[string]bool{}
 	for _, a := range s.store.list() {
 		owned[a.HostIfName] = true
@@ -369,12 +371,13 @@ func (s *Server) collectPorts(ctx context.Context, reason string) error {
 		} else if err := link.DeletePodVeth(s.cfg.HostNetNS, p.Name); err != nil {
 			errs = append(errs, err)
 		} else {
+			deleted = append(deleted, p.Name)
 			s.log.Info("Collected a stale pod port", "port", p.Name, "container", sandbox,
 				"ip", p.ExternalIDs[ExternalIDIP], "reason", reason)
 		}
 		unlock()
 	}
-	return errors.Join(errs...)
+	return deleted, errors.Join(errs...)
 }
 
 // ReconcileReport says what Reconcile found and collected.
@@ -421,16 +424,9 @@ func (s *Server) Reconcile(ctx context.Context) (ReconcileReport, error) {
 			s.setOFPort(a.key(), ofport)
 		}
 	}
-	owned := map[string]bool{}
-	for _, a := range s.store.list() {
-		owned[a.HostIfName] = true
-	}
-	for _, p := range ports {
-		if p.ExternalIDs[ExternalIDSandbox] != "" && !owned[p.Name] {
-			rep.PortsDeleted = append(rep.PortsDeleted, p.Name)
-		}
-	}
-	if err := s.collectPorts(ctx, "NoAttachment"); err != nil {
+	deleted, err := s.collectPorts(ctx, "NoAttachment")
+	rep.PortsDeleted = deleted
+	if err != nil {
 		errs = append(errs, err)
 	}
 	s.log.Info("Reconciled the CNI attachments", "kept", rep.Kept, "collected", len(rep.Collected),
