@@ -32,9 +32,9 @@ func TestCheckReportsBrokenPod(t *testing.T) {
 	cookie := fmt.Sprintf("cookie=%#x/-1", openflow.PodCookie(res.ip))
 	hostVeth := HostVethName(cnitoolContainerID(pod), "eth0")
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func()
-		want  []string
+		want   []string
 	}{{
 		name:   "flows deleted",
 		break_: func() { n.ovs.Ofctl("del-flows", "br0", cookie) },
