@@ -55,6 +55,25 @@ func NewNetNS(t testing.TB, label string) string {
 	return name
 }
 
+// RunIn runs a command inside the named network namespace and returns its combined output.
+func RunIn(netns, name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", netns, name}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("failed to run %s %s in %s: %w: %s", name, strings.Join(args, " "), netns, err, out)
+	}
+	return string(out), nil
+}
+
+// MustIP runs `ip -n netns args...` and fails the test on error.
+func MustIP(t testing.TB, netns string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"-n", netns}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("failed to run ip -n %s %s: %v: %s", netns, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
 // NetNSPath returns the bind-mount path of a named network namespace.
 func NetNSPath(name string) string { return filepath.Join("/run/netns", name) }
 
