@@ -167,7 +167,15 @@ func FuzzLedger(f *testing.F) {
 			case 3, 4:
 				l.Remove(name)
 			case 5:
-				_, _ = l.Allocate(name, created)
+				_, had := l.Claim(name)
+				p, err := l.Allocate(name, created)
+				if err == nil && !had {
+					for _, c := range l.Claims() {
+						if c.Name != name && c.Subnet.IsValid() && c.Subnet.Overlaps(p) {
+							t.Fatalf("Allocate(%s) = %s, which overlaps the claim of %s (%s)", name, p, c.Name, c.Subnet)
+						}
+					}
+				}
 			case 6:
 				if err := l.SetRanges(fuzzRanges[int(data[i+1])%len(fuzzRanges)]); err != nil {
 					t.Fatal(err)

@@ -144,20 +144,50 @@ func (l *Ledger) Remove(name string) {
 	}
 }
 
-// Allocate gives name the lowest free subnet and records the claim as created at created; a name that
-// already holds a subnet gets it back.
+// Allocate gives name the lowest free subnet that overlaps no claim at all, refused ones included, and
+// records the claim as created at created; a name that already holds a subnet gets it back. Avoiding refused
+// claims matters because the oldest claim wins: were a new subnet to overlap an older refused one, removing
+// that claim's rival would later make it displace the new, live subnet.
 func (l *Ledger) Allocate(name string, created time.Time) (netip.Prefix, error) {
 	if _, lost := l.losers[name]; lost {
 		return netip.Prefix{}, fmt.Errorf("failed to allocate a subnet for %s: it already has a refused claim", name)
 	}
-	p, err := l.alloc.Allocate(name)
-	if err != nil {
-		return netip.Prefix{}, err
+	if p, ok := l.alloc.Lookup(name); ok {
+		return p, nil
 	}
-	if _, ok := l.claims[name]; !ok {
-		l.claims[name] = Claim{Name: name, Subnet: p, Created: created}
+	var skipped []string
+	defer func() {
+		for _, s := range skipped {
+			l.alloc.Release(s)
+		}
+	}()
+	for {
+		p, err := l.alloc.Allocate(name)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if !l.overlapsLoser(p) {
+			l.claims[name] = Claim{Name: name, Subnet: p, Created: created}
+			return p, nil
+		}
+		// Keep p taken under a placeholder while searching on; the deferred release frees it.
+		l.alloc.Release(name)
+		skip := fmt.Sprintf("\x00skip-%d", len(skipped))
+		if err := l.alloc.Mark(skip, p); err != nil {
+			return netip.Prefix{}, fmt.Errorf("failed to skip subnet %s: %w", p, err)
+		}
+		skipped = append(skipped, skip)
 	}
-	return p, nil
+}
+
+// overlapsLoser reports whether p shares an address with any refused claim.
+func (l *Ledger) overlapsLoser(p netip.Prefix) bool {
+	for n := range l.losers {
+		if q := l.claims[n].Subnet; q.IsValid() && q.Overlaps(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // Verdict returns nil when the claim called name holds its subnet, and the conflict that stops it otherwise;

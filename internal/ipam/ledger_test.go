@@ -155,3 +155,25 @@ func TestLedgerUpsertChangedSubnet(t *testing.T) {
 		t.Fatalf("Claims() = %v", l.Claims())
 	}
 }
+
+func TestLedgerAllocateAvoidsRefusedClaims(t *testing.T) {
+	// "big" is refused because "a" is older; were a new node to get 10.128.1.0/24, removing "a" would let the
+	// older "big" win and take the node's subnet away.
+	l, _ := NewLedger(mustRanges(t, "10.128.0.0/16", 24), []Claim{
+		claim("a", "10.128.0.0/24", 1), claim("big", "10.128.0.0/22", 2), claim("out", "10.128.4.0/31", 3),
+	})
+	p, err := l.Allocate("node", t0.Add(time.Hour))
+	if err != nil || p.String() != "10.128.5.0/24" {
+		t.Fatalf("Allocate() = %s, %v, want 10.128.5.0/24, past the refused 10.128.0.0/22 and 10.128.4.0/31", p, err)
+	}
+	if _, used := l.Capacity(); used != 2 {
+		t.Fatalf("allocated = %d, want 2: the skipped subnets must be free again", used)
+	}
+	l.Remove("a")
+	if ce, _ := l.Verdict("node"); ce != nil {
+		t.Fatalf("Verdict(node) = %v after the refused claim won, want node to keep its subnet", ce)
+	}
+	if ce, _ := l.Verdict("big"); ce != nil {
+		t.Fatalf("Verdict(big) = %v, want it to win once a is gone", ce)
+	}
+}
