@@ -49,8 +49,10 @@ func Service(ns, name, clusterIP string, mut ...func(*corev1.Service)) *corev1.S
 
 // Endpoint is one endpoint of a test slice.
 type Endpoint struct {
-	ip, node                    string
-	notReady, serving, terminal bool
+	// IP and Node are the endpoint's address and node name.
+	IP, Node string
+	// NotReady marks the endpoint not ready; Serving and Terminating are then its other conditions.
+	NotReady, Serving, Terminating bool
 }
 
 // Slice returns the EndpointSlice of Service ns/svc with one port (name, protocol, port).
@@ -62,9 +64,9 @@ func Slice(ns, svc, portName string, proto corev1.Protocol, port int32, eps ...E
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To(portName), Protocol: ptr.To(proto), Port: ptr.To(port)}},
 	}
 	for _, e := range eps {
-		ep := discoveryv1.Endpoint{Addresses: []string{e.ip}, NodeName: ptr.To(e.node)}
-		if e.notReady {
-			ep.Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(e.serving), Terminating: ptr.To(e.terminal)}
+		ep := discoveryv1.Endpoint{Addresses: []string{e.IP}, NodeName: ptr.To(e.Node)}
+		if e.NotReady {
+			ep.Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(e.Serving), Terminating: ptr.To(e.Terminating)}
 		}
 		es.Endpoints = append(es.Endpoints, ep)
 	}
@@ -80,7 +82,7 @@ func Seed() (*corev1.Service, *discoveryv1.EndpointSlice) {
 		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyCluster
 		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "10.10.12.208"}}
 	})
-	return svc, Slice("almighty", "almighty5", "web", corev1.ProtocolTCP, 8080, Endpoint{ip: "10.128.2.151", node: "node2"})
+	return svc, Slice("almighty", "almighty5", "web", corev1.ProtocolTCP, 8080, Endpoint{IP: "10.128.2.151", Node: "node2"})
 }
 
 // Case is one golden test: objects in, table text out.
@@ -138,10 +140,10 @@ func Cases() []Case {
 			},
 			Slices: []*discoveryv1.EndpointSlice{
 				Slice("ns1", "web", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.0.3", node: "node1"}, Endpoint{ip: "10.128.2.2", node: "node2"}),
+					Endpoint{IP: "10.128.0.3", Node: "node1"}, Endpoint{IP: "10.128.2.2", Node: "node2"}),
 				Slice("ns1", "three", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.0.3", node: "node1"}, Endpoint{ip: "10.128.2.2", node: "node2"},
-					Endpoint{ip: "10.128.2.3", node: "node2"}),
+					Endpoint{IP: "10.128.0.3", Node: "node1"}, Endpoint{IP: "10.128.2.2", Node: "node2"},
+					Endpoint{IP: "10.128.2.3", Node: "node2"}),
 			},
 			Contains: []string{
 				"timeout 1m40s",
@@ -174,13 +176,13 @@ func Cases() []Case {
 			},
 			Slices: []*discoveryv1.EndpointSlice{
 				Slice("ns2", "ext-local", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.0.5", node: "node1"}, Endpoint{ip: "10.128.2.5", node: "node2"}),
+					Endpoint{IP: "10.128.0.5", Node: "node1"}, Endpoint{IP: "10.128.2.5", Node: "node2"}),
 				Slice("ns2", "ext-local-remote-only", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.2.6", node: "node2"}),
+					Endpoint{IP: "10.128.2.6", Node: "node2"}),
 				Slice("ns2", "int-local", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.0.7", node: "node1"}, Endpoint{ip: "10.128.2.7", node: "node2"}),
+					Endpoint{IP: "10.128.0.7", Node: "node1"}, Endpoint{IP: "10.128.2.7", Node: "node2"}),
 				Slice("ns2", "int-local-remote-only", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.2.8", node: "node2"}),
+					Endpoint{IP: "10.128.2.8", Node: "node2"}),
 			},
 			Contains: []string{
 				"ip saddr @cluster-cidrs goto service-ns2/ext-local/tcp/http comment \"short-circuit pod traffic\"",
@@ -204,10 +206,10 @@ func Cases() []Case {
 			},
 			Slices: []*discoveryv1.EndpointSlice{
 				Slice("ns3", "terminating", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.2.31", node: "node2", notReady: true, serving: true, terminal: true},
-					Endpoint{ip: "10.128.2.32", node: "node2", notReady: true, serving: false, terminal: true}),
+					Endpoint{IP: "10.128.2.31", Node: "node2", NotReady: true, Serving: true, Terminating: true},
+					Endpoint{IP: "10.128.2.32", Node: "node2", NotReady: true, Serving: false, Terminating: true}),
 				Slice("ns3", "not-ready", "http", corev1.ProtocolTCP, 8080,
-					Endpoint{ip: "10.128.2.33", node: "node2", notReady: true}),
+					Endpoint{IP: "10.128.2.33", Node: "node2", NotReady: true}),
 			},
 			Contains: []string{
 				"172.30.0.30 . tcp . 80 : goto reject-chain",
@@ -234,7 +236,7 @@ func Cases() []Case {
 			},
 			Slices: []*discoveryv1.EndpointSlice{
 				func() *discoveryv1.EndpointSlice {
-					es := Slice("ns4", "lb", "dns", corev1.ProtocolUDP, 5353, Endpoint{ip: "10.128.2.40", node: "node2"})
+					es := Slice("ns4", "lb", "dns", corev1.ProtocolUDP, 5353, Endpoint{IP: "10.128.2.40", Node: "node2"})
 					es.Ports = append(es.Ports, discoveryv1.EndpointPort{Name: ptr.To("assoc"), Protocol: ptr.To(corev1.ProtocolSCTP), Port: ptr.To[int32](9999)})
 					return es
 				}(),

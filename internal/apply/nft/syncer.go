@@ -1,0 +1,515 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	gnft "github.com/google/nftables"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/vxflow/vxflow/internal/render/nftables"
+)
+
+// Interface programs the desired table ip vxflow; the agent depends on it, and tests of the agent use Fake.
+type Interface interface {
+	// Sync makes the kernel's table equal to desired in one atomic transaction and returns what it did.
+	// It is idempotent: syncing the same desired state twice sends nothing the second time (unless the
+	// table changed behind its back, which it then repairs). triggerTimes are the EndpointSlice
+	// last-change-trigger-times this sync carries, observed in network_programming_duration_seconds.
+	Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (Result, error)
+	// Close releases the netlink socket and the namespace handle; the table stays as programmed.
+	Close() error
+}
+
+var (
+	_ Interface = (*Syncer)(nil)
+	_ Interface = (*Fake)(nil)
+)
+
+// Options configure a Syncer.
+type Options struct {
+	// NetNSPath is the network namespace to program, for example /run/netns/node1 or /proc/PID/ns/net;
+	// empty means the caller's namespace.
+	NetNSPath string
+	// Metrics receives the sync metrics; nil records nothing.
+	Metrics *Metrics
+	// Logger is used for sync logs; the zero value discards them.
+	Logger klog.Logger
+	// StaleChainDelay is how long a chain that is no longer used stays (flushed) before it is deleted:
+	// with kernels before 6.2 a chain is still referenced for a short time after the map element that
+	// pointed to it is removed, so deleting it in the same transaction can fail (kube-proxy waits too).
+	// Zero means one second.
+	StaleChainDelay time.Duration
+}
+
+// Result says what one Sync did.
+type Result struct {
+	// Full is true when the whole table was rewritten rather than patched.
+	Full bool
+	// Reason says why a full sync was needed ("first sync", "previous sync failed", "table deleted", ...).
+	Reason string
+	// Messages is the number of netlink messages in the transaction (0 when nothing had to change).
+	Messages int
+	// ChainsWritten counts chains created or rewritten; ChainsDeleted counts stale chains deleted.
+	ChainsWritten, ChainsDeleted int
+	// RulesWritten counts rules sent.
+	RulesWritten int
+	// ElementsAdded and ElementsDeleted count set and map elements sent.
+	ElementsAdded, ElementsDeleted int
+	// Duration is the wall time of the sync, including the kernel's commit.
+	Duration time.Duration
+}
+
+// Syncer programs table ip vxflow in one network namespace over netlink (google/nftables), keeping an
+// in-memory copy of what it programmed so that a partial sync sends only changed elements and chains.
+type Syncer struct {
+	opts  Options
+	log   klog.Logger
+	table *gnft.Table
+	nsFD  *os.File
+
+	mu   sync.Mutex // protects the following fields
+	conn *gnft.Conn
+	// programmed is the kernel's table after our last transaction; nil means unknown, so the next sync is
+	// full (at start, after a failure, after someone else changed the ruleset).
+	programmed *kernelState
+	fullReason string
+	// gen is the nf_tables generation right after our last transaction: any other value means another
+	// writer committed since.
+	gen uint32
+	// stale holds chains that are flushed and unreferenced, with the time they became stale.
+	stale map[string]time.Time
+}
+
+// kernelState is what the table holds: desired chains by name and sets with their elements.
+type kernelState struct {
+	chains map[string]*nftables.Chain
+	sets   map[string]*programmedSet
+	// objects is the number of chains and sets, compared with the table's use count to notice deletions.
+	objects uint32
+}
+
+// programmedSet is one set and its elements' verdicts by key.
+type programmedSet struct {
+	spec  *nftables.Set
+	elems map[nftables.ElementKey]nftables.Verdict
+}
+
+// NewSyncer opens a netlink connection into the namespace at opts.NetNSPath. The first Sync is full.
+func NewSyncer(opts Options) (*Syncer, error) {
+	if opts.StaleChainDelay == 0 {
+		opts.StaleChainDelay = time.Second
+	}
+	s := &Syncer{
+		opts:       opts,
+		log:        opts.Logger,
+		table:      &gnft.Table{Name: nftables.TableName, Family: gnft.TableFamilyIPv4},
+		fullReason: "first sync",
+		stale:      make(map[string]time.Time),
+	}
+	connOpts := []gnft.ConnOption{gnft.AsLasting()}
+	if opts.NetNSPath != "" {
+		f, err := os.Open(opts.NetNSPath)
+		if err != nil {
+			return nil, fmt.Errorf("failed to open network namespace %s: %w", opts.NetNSPath, err)
+		}
+		s.nsFD = f
+		connOpts = append(connOpts, gnft.WithNetNSFd(int(f.Fd())))
+	}
+	conn, err := gnft.New(connOpts...)
+	if err != nil {
+		s.closeNS()
+		return nil, fmt.Errorf("failed to open nftables netlink socket: %w", err)
+	}
+	s.conn = conn
+	return s, nil
+}
+
+// Close is part of Interface.
+func (s *Syncer) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.conn.CloseLasting()
+	s.closeNS()
+	return err
+}
+
+func (s *Syncer) closeNS() {
+	if s.nsFD != nil {
+		_ = s.nsFD.Close()
+		s.nsFD = nil
+	}
+}
+
+// Delete removes table ip vxflow (uninstall); the next Sync recreates it.
+func (s *Syncer) Delete() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.programmed, s.fullReason = nil, "table deleted by Delete"
+	s.stale = make(map[string]time.Time)
+	s.conn.AddTable(s.table)
+	s.conn.DelTable(s.table)
+	if err := s.conn.Flush(); err != nil {
+		return fmt.Errorf("failed to delete table ip %s: %w", nftables.TableName, err)
+	}
+	return nil
+}
+
+// Sync is part of Interface. It runs one transaction: full when the kernel's table is unknown or was
+// changed by someone else, partial otherwise. A failed transaction changes nothing (nf_tables batches are
+// atomic) and makes the next sync full. The transaction carries the generation it was computed against,
+// so a concurrent writer makes it fail with ERESTART instead of being silently overwritten; it is then
+// recomputed.
+func (s *Syncer) Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := time.Now()
+	res, err := s.sync(ctx, desired, start)
+	res.Duration = time.Since(start)
+	s.record(res, err, desired, triggerTimes)
+	return res, err
+}
+
+func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.Time) (Result, error) {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		gen, err := s.conn.GetGen()
+		if err != nil {
+			s.invalidate("failed to read the nf_tables generation")
+			return Result{}, fmt.Errorf("failed to read the nf_tables generation: %w", err)
+		}
+		if s.programmed != nil && gen.ID != s.gen {
+			s.invalidate(s.driftReason(gen))
+		}
+		tx := newTransaction(s.conn, s.table)
+		var next *kernelState
+		var res Result
+		if s.programmed == nil {
+			res.Full, res.Reason = true, s.fullReason
+			next, err = s.buildFull(tx, desired, now)
+		} else {
+			next, err = s.buildPartial(tx, desired, now)
+			if errors.Is(err, errNeedFull) {
+				s.invalidate(err.Error())
+				continue
+			}
+		}
+		if err != nil {
+			s.invalidate("previous sync failed")
+			return res, err
+		}
+		res.Messages = tx.messages
+		res.ChainsWritten, res.ChainsDeleted, res.RulesWritten = tx.chainsWritten, tx.chainsDeleted, tx.rules
+		res.ElementsAdded, res.ElementsDeleted = tx.elemsAdded, tx.elemsDeleted
+		if tx.messages == 0 {
+			s.programmed = next
+			return res, nil
+		}
+		err = s.conn.FlushWithGenID(gen.ID)
+		if errors.Is(err, unix.ERESTART) && attempt < 3 {
+			s.log.V(2).Info("Retried nftables transaction", "reason", "another writer committed meanwhile")
+			continue
+		}
+		if err != nil {
+			s.invalidate("previous sync failed")
+			return res, fmt.Errorf("failed to commit the nftables transaction for table ip %s: %w", nftables.TableName, err)
+		}
+		// The batch carried gen.ID, so the kernel accepted it only as the very next generation.
+		s.gen = gen.ID + 1
+		s.programmed = next
+		for name := range tx.deletedStale {
+			delete(s.stale, name)
+		}
+		for name, since := range tx.newStale {
+			s.stale[name] = since
+		}
+		return res, nil
+	}
+}
+
+// errNeedFull asks for a full sync instead of a partial one.
+var errNeedFull = errors.New("a set or base chain changed its type")
+
+// invalidate forgets the kernel's state, so that the next transaction rewrites the whole table.
+func (s *Syncer) invalidate(reason string) {
+	if s.programmed != nil {
+		s.log.Info("Forgot the programmed nftables state", "reason", reason)
+	}
+	s.programmed, s.fullReason = nil, reason
+}
+
+// driftReason explains a generation change by someone else, for logs and the drift metric.
+func (s *Syncer) driftReason(gen *gnft.Gen) string {
+	t, err := s.conn.ListTableOfFamily(nftables.TableName, gnft.TableFamilyIPv4)
+	switch {
+	case err != nil || t == nil:
+		return "table deleted"
+	case t.Use != s.programmed.objects+uint32(len(s.stale)):
+		return fmt.Sprintf("table changed: %d chains and sets instead of %d", t.Use, s.programmed.objects+uint32(len(s.stale)))
+	}
+	return fmt.Sprintf("ruleset changed by %s[%d]", gen.ProcComm, gen.ProcPID)
+}
+
+// buildFull queues a transaction that makes the table exactly desired whatever it holds now: existing
+// chains are flushed and refilled rather than deleted, so packets see the old or the new ruleset and
+// never an empty one, and affinity sets whose definition is unchanged keep their entries.
+func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.Time) (*kernelState, error) {
+	next := newKernelState(desired)
+	existingChains := map[string]*gnft.Chain{}
+	existingSets := map[string]*gnft.Set{}
+	if t, err := s.conn.ListTableOfFamily(nftables.TableName, gnft.TableFamilyIPv4); err == nil && t != nil {
+		chains, err := s.conn.ListChainsOfTableFamily(gnft.TableFamilyIPv4)
+		if err != nil {
+			return nil, fmt.Errorf("failed to list chains: %w", err)
+		}
+		for _, c := range chains {
+			if c.Table != nil && c.Table.Name == nftables.TableName {
+				existingChains[c.Name] = c
+			}
+		}
+		sets, err := s.conn.GetSets(s.table)
+		if err != nil {
+			return nil, fmt.Errorf("failed to list sets: %w", err)
+		}
+		for _, st := range sets {
+			existingSets[st.Name] = st
+		}
+	}
+	tx.addTable()
+
+	// Flush every existing chain first, so that nothing references what is replaced or removed below.
+	newStale := map[string]bool{}
+	for name, c := range existingChains {
+		want, ok := next.chains[name]
+		switch {
+		case ok && !sameHook(c, want):
+			tx.delChain(name)
+		case ok:
+			tx.flushChain(name)
+		case c.Hooknum != nil:
+			tx.delChain(name) // a base chain is never referenced
+		default:
+			tx.flushChain(name)
+			newStale[name] = true
+		}
+	}
+	// Sets: keep those whose definition matches, emptied unless the packet path fills them.
+	keptDynamic := map[string]bool{}
+	for name, st := range existingSets {
+		want, ok := next.sets[name]
+		switch {
+		case ok && matchesKernelSet(st, want.spec):
+			if want.spec.Dynamic() {
+				keptDynamic[name] = true
+			} else {
+				tx.flushSet(want.spec)
+			}
+		default:
+			tx.delSet(st)
+		}
+	}
+	for _, st := range desired.Sets {
+		_, exists := existingSets[st.Name]
+		if !exists || (!keptDynamic[st.Name] && !matchesKernelSet(existingSets[st.Name], st)) {
+			tx.addSet(st)
+		}
+	}
+	for _, c := range desired.Chains {
+		if ec, ok := existingChains[c.Name]; !ok || !sameHook(ec, c) {
+			tx.addChain(c)
+		}
+	}
+	for _, st := range desired.Sets {
+		tx.addElements(st, st.Elements)
+	}
+	for _, c := range desired.Chains {
+		if err := tx.addRules(c); err != nil {
+			return nil, err
+		}
+		tx.chainsWritten++
+	}
+	// Chains already stale for long enough are deleted now; the rest wait.
+	// The stale list is rebuilt from what the table really holds.
+	for name := range s.stale {
+		tx.deletedStale[name] = true
+	}
+	for name := range newStale {
+		since, ok := s.stale[name]
+		if !ok {
+			since = now
+		}
+		if now.Sub(since) >= s.opts.StaleChainDelay {
+			tx.delChain(name)
+		} else {
+			tx.newStale[name] = since
+		}
+	}
+	next.objects = uint32(len(desired.Chains) + len(desired.Sets))
+	return next, nil
+}
+
+// buildPartial queues only the difference between what was programmed and desired.
+func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now time.Time) (*kernelState, error) {
+	old := s.programmed
+	next := newKernelState(desired)
+
+	// Sets that appear; a set whose definition changed needs the referencing rules rewritten too,
+	// which only a full sync does.
+	for _, st := range desired.Sets {
+		if o, ok := old.sets[st.Name]; ok {
+			if !sameSetSpec(o.spec, st) {
+				return nil, errNeedFull
+			}
+			continue
+		}
+		tx.addSet(st)
+	}
+	// Chains that appear (a stale chain coming back still exists, empty) and chains that change.
+	var rewrite []*nftables.Chain
+	for _, c := range desired.Chains {
+		o, ok := old.chains[c.Name]
+		switch {
+		case !ok:
+			if c.Base != nil {
+				return nil, errNeedFull
+			}
+			tx.addChain(c)
+			rewrite = append(rewrite, c)
+			if _, wasStale := s.stale[c.Name]; wasStale {
+				tx.deletedStale[c.Name] = true // no longer stale: drop it from the list
+			}
+		case (o.Base == nil) != (c.Base == nil) || (o.Base != nil && *o.Base != *c.Base):
+			return nil, errNeedFull
+		case !o.Equal(c):
+			tx.flushChain(c.Name)
+			rewrite = append(rewrite, c)
+		}
+	}
+	// Chains that disappear are flushed now and deleted in a later sync.
+	for name, o := range old.chains {
+		if _, ok := next.chains[name]; !ok {
+			if o.Base != nil {
+				tx.delChain(name)
+				continue
+			}
+			tx.flushChain(name)
+			tx.newStale[name] = now
+		}
+	}
+	// Elements: deletions first (including changed verdicts), then additions.
+	for _, st := range desired.Sets {
+		if st.Dynamic() {
+			continue
+		}
+		ns := next.sets[st.Name]
+		var dels []nftables.ElementKey
+		var adds []nftables.Element
+		if o, ok := old.sets[st.Name]; ok {
+			for k, v := range o.elems {
+				if nv, ok := ns.elems[k]; !ok || nv != v {
+					dels = append(dels, k)
+				}
+			}
+			for _, e := range st.Elements {
+				if ov, ok := o.elems[e.Key()]; !ok || ov != e.Verdict {
+					adds = append(adds, e)
+				}
+			}
+		} else {
+			adds = st.Elements
+		}
+		if st.Interval && (len(dels) > 0 || len(adds) > 0) {
+			// Interval sets are encoded as ranges; rewrite them whole.
+			tx.flushSet(st)
+			dels, adds = nil, st.Elements
+		}
+		tx.delElements(st, dels)
+		tx.addElements(st, adds)
+	}
+	for _, c := range rewrite {
+		if err := tx.addRules(c); err != nil {
+			return nil, err
+		}
+		tx.chainsWritten++
+	}
+	// Sets that disappear, now that no rule references them.
+	for name, o := range old.sets {
+		if _, ok := next.sets[name]; !ok {
+			tx.delSet(compiledSet(s.table, o.spec))
+		}
+	}
+	for name, t := range s.stale {
+		if _, back := next.chains[name]; !back && now.Sub(t) >= s.opts.StaleChainDelay {
+			tx.delChain(name)
+			tx.deletedStale[name] = true
+		}
+	}
+	next.objects = uint32(len(desired.Chains) + len(desired.Sets))
+	return next, nil
+}
+
+// newKernelState indexes a ruleset as the state the kernel will hold once it is programmed.
+func newKernelState(r *nftables.Ruleset) *kernelState {
+	k := &kernelState{
+		chains: make(map[string]*nftables.Chain, len(r.Chains)),
+		sets:   make(map[string]*programmedSet, len(r.Sets)),
+	}
+	for _, c := range r.Chains {
+		k.chains[c.Name] = c
+	}
+	for _, st := range r.Sets {
+		ps := &programmedSet{spec: st, elems: make(map[nftables.ElementKey]nftables.Verdict, len(st.Elements))}
+		for _, e := range st.Elements {
+			ps.elems[e.Key()] = e.Verdict
+		}
+		k.sets[st.Name] = ps
+	}
+	return k
+}
+
+// sameHook reports whether an existing chain is the desired base chain (or both are regular chains).
+func sameHook(have *gnft.Chain, want *nftables.Chain) bool {
+	if want.Base == nil || have.Hooknum == nil || have.Priority == nil {
+		return want.Base == nil && have.Hooknum == nil
+	}
+	h, ok := hookNumbers[want.Base.Hook]
+	return ok && *have.Hooknum == h && int(*have.Priority) == want.Base.Priority &&
+		string(have.Type) == string(want.Base.Type)
+}
+
+// matchesKernelSet reports whether an existing kernel set has the desired definition.
+func matchesKernelSet(have *gnft.Set, want *nftables.Set) bool {
+	c := compiledSet(have.Table, want)
+	return have.KeyType.Name == c.KeyType.Name && have.IsMap == c.IsMap && have.Interval == c.Interval &&
+		have.HasTimeout == c.HasTimeout && have.Timeout == c.Timeout
+}
+
+// record updates the metrics and logs the outcome of a sync.
+func (s *Syncer) record(res Result, err error, desired *nftables.Ruleset, triggerTimes []time.Time) {
+	m := s.opts.Metrics
+	if err != nil {
+		s.log.Error(err, "Failed to sync nftables", "table", nftables.TableName, "full", res.Full)
+		if m != nil {
+			m.SyncFailures.Inc()
+		}
+		return
+	}
+	if res.Full {
+		s.log.Info("Synced nftables fully", "reason", res.Reason, "messages", res.Messages, "duration", res.Duration)
+	} else if res.Messages > 0 {
+		s.log.V(2).Info("Synced nftables", "reason", "changes", "messages", res.Messages,
+			"chainsWritten", res.ChainsWritten, "elementsAdded", res.ElementsAdded,
+			"elementsDeleted", res.ElementsDeleted, "duration", res.Duration)
+	}
+	if m == nil {
+		return
+	}
+	m.observe(res, desired, triggerTimes)
+}
