@@ -25,7 +25,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -254,17 +253,12 @@ func (e *CommandError) Error() string {
 // Unwrap returns the exec error.
 func (e *CommandError) Unwrap() error { return e.Err }
 
-// osExecer runs programs with an optional extra environment (OVS_RUNDIR).
-type osExecer struct {
-	env []string
-}
+// osExecer runs programs with the process's environment.
+type osExecer struct{}
 
 // Run is part of execer.
 func (e osExecer) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
-	if len(e.env) > 0 {
-		cmd.Env = append(os.Environ(), e.env...)
-	}
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
