@@ -71,6 +71,10 @@ update-golden: ## Refresh golden files of the renderers.
 bench: control-plane ## Run the benchmarks.
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: e2e
+e2e: control-plane build ## End-to-end suite on the netns lab (root): prints N passed, N failed.
+	hack/e2e.sh
+
 ##@ Demo
 
 .PHONY: demo

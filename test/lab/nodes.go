@@ -160,6 +160,8 @@ func (l *Lab) AgentCommand(node string) ([]string, error) {
 		"--ovs-db=" + o.DBEndpoint(),
 		"--ovs-rundir=" + o.RunDir,
 		"--datapath=netdev",
+		"--underlay-bridge=br-ex",
+		"--underlay-nic=ul0",
 		"--node-ip=" + n.IP,
 		"--cni-socket=" + filepath.Join(dir, "cni.sock"),
 		"--cni-conf-dir=" + filepath.Join(dir, "net.d"),
@@ -236,7 +238,9 @@ func (l *Lab) StartController(ctx context.Context) error {
 		return err
 	}
 	kc := l.Kubeconfig("controller")
-	argv := append([]string{bin, "--kubeconfig=" + kc}, l.ControllerArgs...)
+	// Leader election stays on, as deployed (config/manager): the lab binds its Role to the controller's group.
+	argv := append([]string{bin, "--kubeconfig=" + kc,
+		"--metrics-bind-address=127.0.0.1:9441", "--health-probe-bind-address=127.0.0.1:9442"}, l.ControllerArgs...)
 	p, err := proc.Start(proc.Spec{
 		NetNS:   l.NetNS(roleControlPlane),
 		Argv:    argv,

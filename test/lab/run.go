@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -72,4 +73,25 @@ func listNetNS(lab string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// LinkMTU returns the MTU of a device inside a network namespace.
+func LinkMTU(ctx context.Context, netns, dev string) (int, error) {
+	out, err := run(ctx, nil, "ip", "-n", netns, "-j", "link", "show", "dev", dev)
+	if err != nil {
+		return 0, err
+	}
+	var links []struct {
+		MTU int `json:"mtu"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
+		return 0, fmt.Errorf("failed to parse `ip link show %s` in %s: %v: %s", dev, netns, err, out)
+	}
+	return links[0].MTU, nil
+}
+
+// RunIn runs a command to completion inside a network namespace and returns its stdout (the error carries
+// stderr); for a node's OVS tools use NodeOVS(node).Run, which also sets OVS_RUNDIR.
+func RunIn(ctx context.Context, netns, name string, args ...string) (string, error) {
+	return nsRun(ctx, netns, nil, name, args...)
 }

@@ -262,3 +262,35 @@ func (l *Lab) ExternalNetNS() string { return l.NetNS(roleExternal) }
 
 // UnderlayNetNS returns the namespace holding the underlay switch.
 func (l *Lab) UnderlayNetNS() string { return l.NetNS(roleUnderlay) }
+
+// CreateService creates a Service (the API server allocates its ClusterIP and NodePorts); for a LoadBalancer
+// with ingress IPs it then writes status.loadBalancer.ingress, as a cloud or MetalLB would. It returns the
+// Service as stored and refreshes the EndpointSlices.
+func (l *Lab) CreateService(ctx context.Context, svc *corev1.Service, ingressIPs ...string) (*corev1.Service, error) {
+	c, err := l.Client()
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureNamespace(ctx, c, svc.Namespace, l.Name); err != nil {
+		return nil, err
+	}
+	if svc.Labels == nil {
+		svc.Labels = map[string]string{}
+	}
+	svc.Labels[LabLabel] = l.Name
+	if err := c.Create(ctx, svc); err != nil {
+		return nil, fmt.Errorf("failed to create Service %s/%s: %w", svc.Namespace, svc.Name, err)
+	}
+	if len(ingressIPs) > 0 {
+		for _, ip := range ingressIPs {
+			svc.Status.LoadBalancer.Ingress = append(svc.Status.LoadBalancer.Ingress, corev1.LoadBalancerIngress{IP: ip})
+		}
+		if err := c.Status().Update(ctx, svc); err != nil {
+			return nil, fmt.Errorf("failed to set the load balancer status of Service %s/%s: %w", svc.Namespace, svc.Name, err)
+		}
+	}
+	if err := l.SyncEndpointSlices(ctx); err != nil {
+		return nil, err
+	}
+	return svc, nil
+}

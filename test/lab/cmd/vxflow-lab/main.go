@@ -19,6 +19,7 @@ import (
 
 	"github.com/vxflow/vxflow/test/lab"
 	"github.com/vxflow/vxflow/test/lab/controlplane"
+	"github.com/vxflow/vxflow/test/lab/demo"
 	"github.com/vxflow/vxflow/test/lab/serve"
 )
 
@@ -275,6 +276,17 @@ The lab's name (default vxl, or $LAB) prefixes every namespace; its state is in 
 		},
 	}
 
+	demoCmd := &cobra.Command{
+		Use: "demo", Short: "Reproduce the seed on a running lab and print each hop of its packet", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return demo.Run(cmd.Context(), l, os.Stdout)
+		},
+	}
+
 	var cpo controlplane.Options
 	cpCmd := &cobra.Command{
 		Use: "controlplane", Short: "Run the control plane (started by up inside the control plane's namespace)", Hidden: true, Args: cobra.NoArgs,
@@ -300,7 +312,7 @@ The lab's name (default vxl, or $LAB) prefixes every namespace; its state is in 
 	serveCmd.Flags().StringVar(&serveName, "name", "", "name to answer")
 	serveCmd.Flags().StringSliceVar(&serveListen, "listen", []string{":8080"}, "addresses to listen on")
 
-	root.AddCommand(up, down, status, execCmd, kubectl, nodeCmd, agentCmd, controllerCmd, podCmd, endpoints, vswitchd, cpCmd, serveCmd)
+	root.AddCommand(up, down, status, execCmd, kubectl, nodeCmd, agentCmd, controllerCmd, podCmd, endpoints, vswitchd, demoCmd, cpCmd, serveCmd)
 	return root
 }
 
