@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -129,6 +130,7 @@ func (a *subnetAllocator) take() []string {
 		names = append(names, n)
 		delete(a.pending, n)
 	}
+	slices.Sort(names) // Allocation order within a round does not matter, but reproducible logs help.
 	return names
 }
 
