@@ -639,7 +639,7 @@ func (s *Switch) ensure(ctx context.Context, plan func(*snapshot) ([]ovsdb.Opera
 		for _, e := range opErrs {
 			errs = append(errs, e)
 		}
-		return nil, fmt.Errorf("OVSDB transaction failed: %w", errors.Join(errs...))
+		return nil, fmt.Errorf("failed to commit the OVSDB transaction: %w", errors.Join(errs...))
 	}
 	klog.FromContext(ctx).V(2).Info("Updated OVSDB", "bridge", s.bridge, "changes", changes)
 	if err := s.waitCache(ctx, func(snap *snapshot) (bool, error) {
@@ -668,7 +668,7 @@ func (s *Switch) waitCache(ctx context.Context, done func(*snapshot) (bool, erro
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("gave up waiting for ovs-vswitchd/ovsdb-server: %w", ctx.Err())
+			return fmt.Errorf("failed to see ovs-vswitchd/ovsdb-server catch up in time: %w", ctx.Err())
 		case <-t.C:
 		}
 	}
