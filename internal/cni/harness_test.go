@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netns"
+	"github.com/go-logr/logr"
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/vxflow/vxflow/internal/apply/ovs"
@@ -101,7 +102,7 @@ func cnitoolPath(t testing.TB) string {
 
 // testNode is one node: OVS, br0, the agent stand-in, the CNI server and the conflist.
 type testNode struct {
-	t        *testing.T
+	t        testing.TB
 	ovs      *ovsnode.Node
 	sw       *ovs.Switch
 	agent    *testAgent
@@ -111,6 +112,9 @@ type testNode struct {
 	confDir  string
 	netName  string
 
+	// wrap, when set before startServer, decorates what the server gets (the benchmark times the steps).
+	wrap func(Ports, PodNetwork) (Ports, PodNetwork)
+
 	srv    *Server
 	cancel context.CancelFunc
 	done   chan error
@@ -118,7 +122,7 @@ type testNode struct {
 
 // newTestNode starts a private OVS with br0 (netdev, vxlan0, tun0) and a running CNI server whose node
 // subnet is subnet (a /hostPrefix of 10.128.0.0/14).
-func newTestNode(t *testing.T, subnet string, hostPrefix int32) *testNode {
+func newTestNode(t testing.TB, subnet string, hostPrefix int32) *testNode {
 	t.Helper()
 	ovsnode.RequireRoot(t)
 	o := ovsnode.Start(t, "cni")
@@ -164,12 +168,20 @@ func newTestNode(t *testing.T, subnet string, hostPrefix int32) *testNode {
 func (n *testNode) startServer() ReconcileReport {
 	n.t.Helper()
 	logger := ktesting.NewLogger(n.t, ktesting.NewConfig(ktesting.Verbosity(0)))
+	if _, bench := n.t.(*testing.B); bench && !testing.Verbose() {
+		logger = logr.Discard() // the benchmark's output is its figures; -v shows the server's logs
+	}
+	var ports Ports = n.sw
+	var network PodNetwork = n.agent
+	if n.wrap != nil {
+		ports, network = n.wrap(ports, network)
+	}
 	srv, err := NewServer(ServerConfig{
 		SocketPath: n.sockPath,
 		StateDir:   n.stateDir,
 		HostNetNS:  ovsnode.NetNSPath(n.ovs.NetNS),
 		Logger:     logger,
-	}, n.agent, n.sw)
+	}, network, ports)
 	if err != nil {
 		n.t.Fatal(err)
 	}

@@ -33,23 +33,23 @@ func TestCheckReportsBrokenPod(t *testing.T) {
 	hostVeth := HostVethName(cnitoolContainerID(pod), "eth0")
 	for _, tc := range []struct {
 		name   string
-		break_ func()
+		breakPod func()
 		want   []string
 	}{{
 		name:   "flows deleted",
-		break_: func() { n.ovs.Ofctl("del-flows", "br0", cookie) },
+		breakPod: func() { n.ovs.Ofctl("del-flows", "br0", cookie) },
 		want:   []string{"the network of pod ns1/a", "the flows of " + res.ip.String(), "are missing from br0"},
 	}, {
 		name:   "address deleted",
-		break_: func() { n.ovs.MustRun("ip", "-n", netnsName(pod), "addr", "del", res.ip.String()+"/23", "dev", "eth0") },
+		breakPod: func() { n.ovs.MustRun("ip", "-n", netnsName(pod), "addr", "del", res.ip.String()+"/23", "dev", "eth0") },
 		want:   []string{"eth0 lacks address " + res.ip.String() + "/23", "route default via 10.128.0.1 dev eth0 is missing"},
 	}, {
 		name:   "port deleted",
-		break_: func() { n.ovs.Vsctl("del-port", "br0", hostVeth) },
+		breakPod: func() { n.ovs.Vsctl("del-port", "br0", hostVeth) },
 		want:   []string{"OVS port " + hostVeth + " is missing from br0"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.break_()
+			tc.breakPod()
 			_, err := n.cnitool("check", pod, "ns1", "a")
 			if err == nil {
 				t.Fatal("CHECK passed on a broken pod")

@@ -45,8 +45,10 @@ func (s *Server) add(ctx context.Context, req *wire.Request, conf *wire.NetConf)
 	if err != nil {
 		return nil, err
 	}
+	tm := newTimings()
 	unlock := s.locks.lock(req.ContainerID)
 	defer unlock()
+	tm.mark("lock")
 
 	k := attKey{req.ContainerID, req.IfName}
 	att, exists := s.store.get(k)
@@ -82,7 +84,8 @@ func (s *Server) add(ctx context.Context, req *wire.Request, conf *wire.NetConf)
 		}
 		s.metrics.allocated.Inc()
 	}
-	result, err := s.attach(ctx, nc, att, conf)
+	tm.mark("address")
+	result, err := s.attach(ctx, nc, att, conf, tm)
 	if err != nil {
 		if !exists {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
@@ -94,25 +97,47 @@ func (s *Server) add(ctx context.Context, req *wire.Request, conf *wire.NetConf)
 		return nil, err
 	}
 	s.log.Info("Attached a pod", "pod", klog.KRef(att.Namespace, att.Name), "container", att.ContainerID,
-		"ip", att.IP, "port", att.HostIfName, "reason", map[bool]string{true: "RepeatedAdd", false: "Add"}[exists])
+		"ip", att.IP, "port", att.HostIfName, "reason", map[bool]string{true: "RepeatedAdd", false: "Add"}[exists],
+		"durations", tm)
 	return result, nil
 }
 
+// timings records how long each step of a request took, for the logs.
+type timings struct {
+	last  time.Time
+	steps []string
+}
+
+func newTimings() *timings { return &timings{last: time.Now()} }
+
+// mark ends the step called name.
+func (t *timings) mark(name string) {
+	now := time.Now()
+	t.steps = append(t.steps, name+"="+now.Sub(t.last).Round(10*time.Microsecond).String())
+	t.last = now
+}
+
+// String renders the steps as "lock=10µs address=1.2ms ...".
+func (t *timings) String() string { return strings.Join(t.steps, " ") }
+
 // attach makes the veth, the OVS port and the flows of an allocated attachment and builds the CNI result.
-func (s *Server) attach(ctx context.Context, nc NodeNetConfig, att Attachment, conf *wire.NetConf) (types.Result, error) {
+func (s *Server) attach(ctx context.Context, nc NodeNetConfig, att Attachment, conf *wire.NetConf, tm *timings) (types.Result, error) {
 	spec := s.vethSpec(nc, att)
 	veth, err := link.SetupPodVeth(spec)
 	if err != nil {
 		return nil, &cniError{code: wire.CodeSetupFailed, msg: "failed to set up the pod's interface", err: err}
 	}
+	tm.mark("veth")
 	ofport, err := s.ports.EnsurePodPort(ctx, att.HostIfName, externalIDs(att))
 	if err != nil {
 		return nil, &cniError{code: wire.CodeSetupFailed, msg: fmt.Sprintf("failed to add port %s to br0", att.HostIfName), err: err}
 	}
+	tm.mark("port")
 	s.setOFPort(att.key(), ofport)
 	if err := s.network.PodAttached(ctx, localPod(att, ofport)); err != nil {
 		return nil, &cniError{code: wire.CodeSetupFailed, msg: "failed to program the pod's flows", err: err}
 	}
+	tm.mark("flows")
 	ifIndex := 1
 	res := &types100.Result{
 		CNIVersion: wire.CNIVersion,
