@@ -217,7 +217,7 @@ func TestTraceNFT(t *testing.T) {
 		{name: "an unallocated ClusterIP is dropped", dp: model.DatapathNetdev, pkt: tcp("10.128.0.5:40000", "172.30.7.7:80"),
 			verdict: NFTDrop, dropChain: "cluster-ips-check"},
 		{name: "a Service without endpoints rejects", dp: model.DatapathNetdev,
-			pkt: NFTPacket{Src: netip.MustParseAddr("10.128.0.5"), Dst: netip.MustParseAddr("172.30.0.21"), Proto: model.L4ProtoUDP, SrcPort: 5353, DstPort: 53},
+			pkt:     NFTPacket{Src: netip.MustParseAddr("10.128.0.5"), Dst: netip.MustParseAddr("172.30.0.21"), Proto: model.L4ProtoUDP, SrcPort: 5353, DstPort: 53},
 			verdict: NFTReject, dropChain: "reject-chain"},
 		{name: "two endpoints: the preferred one is chosen, both are candidates", dp: model.DatapathNetdev,
 			pkt: tcp("10.128.0.5:40000", "172.30.0.20:80"), prefer: "10.128.4.10:8000", verdict: NFTAccept,
@@ -237,7 +237,7 @@ func TestTraceNFT(t *testing.T) {
 			element: "172.30.91.5 . tcp . 8080 : goto service-almighty/almighty5/tcp/web", dnat: "10.128.2.151:8080",
 			marked: true, masq: "10.128.0.1", candidates: 1},
 		{name: "VXLAN to the node is accepted untouched", dp: model.DatapathNetdev,
-			pkt: NFTPacket{Src: netip.MustParseAddr("10.10.12.12"), Dst: node1IP, Proto: model.L4ProtoUDP, SrcPort: 51000, DstPort: 4789},
+			pkt:     NFTPacket{Src: netip.MustParseAddr("10.10.12.12"), Dst: node1IP, Proto: model.L4ProtoUDP, SrcPort: 51000, DstPort: 4789},
 			verdict: NFTAccept},
 	}
 	for _, tc := range tests {

@@ -62,9 +62,9 @@ const (
 
 // Verdicts of a TraceResult.
 const (
-	VerdictDelivered  = "delivered"
-	VerdictDropped    = "dropped"
-	VerdictToHost     = "delivered-to-host"
+	VerdictDelivered   = "delivered"
+	VerdictDropped     = "dropped"
+	VerdictToHost      = "delivered-to-host"
 	VerdictLeftCluster = "left-cluster"
 )
 
@@ -595,10 +595,10 @@ type walker struct {
 	client TracePacket
 	origin *traceNode
 	// natted records the NAT done on the way: the original destination and the masquerade, for the reply.
-	dnatFrom   netip.AddrPort
-	dnatNode   *traceNode
-	masqNode   *traceNode
-	masqFrom   netip.Addr
+	dnatFrom netip.AddrPort
+	dnatNode *traceNode
+	masqNode *traceNode
+	masqFrom netip.Addr
 	// final is the packet as it arrives, finalNode where.
 	final     TracePacket
 	finalNode *traceNode
