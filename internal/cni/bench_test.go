@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/vxflow/vxflow/internal/cni/plugin"
-	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/cni/wire"
+	"github.com/vxflow/vxflow/internal/model"
 )
 
 // BenchmarkCNIAdd measures the latency of CNI ADD on a real node (private OVS, real renderer and applier,

@@ -21,8 +21,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/vishvananda/netns"
 	"github.com/go-logr/logr"
+	"github.com/vishvananda/netns"
 	"k8s.io/klog/v2/ktesting"
 
 	"github.com/vxflow/vxflow/internal/apply/ovs"

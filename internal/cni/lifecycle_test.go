@@ -32,21 +32,21 @@ func TestCheckReportsBrokenPod(t *testing.T) {
 	cookie := fmt.Sprintf("cookie=%#x/-1", openflow.PodCookie(res.ip))
 	hostVeth := HostVethName(cnitoolContainerID(pod), "eth0")
 	for _, tc := range []struct {
-		name   string
+		name     string
 		breakPod func()
-		want   []string
+		want     []string
 	}{{
-		name:   "flows deleted",
+		name:     "flows deleted",
 		breakPod: func() { n.ovs.Ofctl("del-flows", "br0", cookie) },
-		want:   []string{"the network of pod ns1/a", "the flows of " + res.ip.String(), "are missing from br0"},
+		want:     []string{"the network of pod ns1/a", "the flows of " + res.ip.String(), "are missing from br0"},
 	}, {
-		name:   "address deleted",
+		name:     "address deleted",
 		breakPod: func() { n.ovs.MustRun("ip", "-n", netnsName(pod), "addr", "del", res.ip.String()+"/23", "dev", "eth0") },
-		want:   []string{"eth0 lacks address " + res.ip.String() + "/23", "route default via 10.128.0.1 dev eth0 is missing"},
+		want:     []string{"eth0 lacks address " + res.ip.String() + "/23", "route default via 10.128.0.1 dev eth0 is missing"},
 	}, {
-		name:   "port deleted",
+		name:     "port deleted",
 		breakPod: func() { n.ovs.Vsctl("del-port", "br0", hostVeth) },
-		want:   []string{"OVS port " + hostVeth + " is missing from br0"},
+		want:     []string{"OVS port " + hostVeth + " is missing from br0"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.breakPod()
