@@ -112,3 +112,25 @@ func TestCNIToolTwoPodsTCP(t *testing.T) {
 	}
 	n.assertClean()
 }
+
+// TestChecksumOffloadWorkaround is an integration test of why the setting exists: with transmit checksum
+// offload left on in the pods (PodTxChecksum "on"), TCP between two pods on the userspace datapath fails
+// (the SYN leaves with a partial checksum and the receiver drops it, lab.md part A §2), while with "auto" (TestCNIToolTwoPodsTCP) the same exchange passes.
+func TestChecksumOffloadWorkaround(t *testing.T) {
+	n := newTestNode(t, "10.128.0.0/23", 23)
+	n.stopServer()
+	n.txChecksum = ChecksumOffloadOn
+	n.startServer()
+	podA, podB := n.newPod(), n.newPod()
+	n.cnitoolAdd(podA, "ns1", "a")
+	resB := parsePodResult(t, n.cnitoolAdd(podB, "ns2", "b"))
+	out := n.ovs.MustRun("ip", "netns", "exec", netnsName(podA), "ethtool", "-k", "eth0")
+	if !strings.Contains(out, "tx-checksumming: on") {
+		t.Fatalf("offload is not on with PodTxChecksum=on:\n%s", out)
+	}
+	if err := tcpRoundTrip(podB, resB.ip.AsSlice(), podA, 1024); err == nil {
+		t.Fatal("TCP passed with checksum offload on; the workaround would not be needed")
+	} else {
+		t.Logf("as expected, TCP failed with offload on: %v", err)
+	}
+}

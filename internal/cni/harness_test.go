@@ -114,6 +114,8 @@ type testNode struct {
 
 	// wrap, when set before startServer, decorates what the server gets (the benchmark times the steps).
 	wrap func(Ports, PodNetwork) (Ports, PodNetwork)
+	// txChecksum is the server's PodTxChecksum (empty: auto, which turns offload off on this netdev bridge).
+	txChecksum ChecksumOffload
 
 	srv    *Server
 	cancel context.CancelFunc
@@ -177,10 +179,11 @@ func (n *testNode) startServer() ReconcileReport {
 		ports, network = n.wrap(ports, network)
 	}
 	srv, err := NewServer(ServerConfig{
-		SocketPath: n.sockPath,
-		StateDir:   n.stateDir,
-		HostNetNS:  ovsnode.NetNSPath(n.ovs.NetNS),
-		Logger:     logger,
+		SocketPath:    n.sockPath,
+		StateDir:      n.stateDir,
+		HostNetNS:     ovsnode.NetNSPath(n.ovs.NetNS),
+		PodTxChecksum: n.txChecksum,
+		Logger:        logger,
 	}, network, ports)
 	if err != nil {
 		n.t.Fatal(err)
