@@ -11,7 +11,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/spf13/pflag"
 
 	"github.com/vxflow/vxflow/internal/cni/wire"
 )
@@ -95,21 +94,3 @@ func TestInstallPluginAndHelp(t *testing.T) {
 	}
 }
 
-// TestOptionsFlags is a unit test of the agent's CNI flags.
-func TestOptionsFlags(t *testing.T) {
-	o := DefaultOptions()
-	fs := pflag.NewFlagSet("agent", pflag.ContinueOnError)
-	o.AddFlags(fs)
-	if err := fs.Parse([]string{"--cni-socket=/run/v/cni.sock", "--cni-conf-dir=/etc/x", "--pod-tx-checksum-offload=off"}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := o.ServerConfig()
-	if err != nil || cfg.SocketPath != "/run/v/cni.sock" || cfg.StateDir != DefaultStateDir || cfg.PodTxChecksum != ChecksumOffloadOff ||
-		o.ConfDir != "/etc/x" || o.BinDir != DefaultBinDir {
-		t.Errorf("options %+v, config %+v, %v", o, cfg, err)
-	}
-	o.PodTxChecksum = "sometimes"
-	if _, err := o.ServerConfig(); err == nil {
-		t.Error("an unknown offload mode was accepted")
-	}
-}
