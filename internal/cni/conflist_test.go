@@ -93,4 +93,3 @@ func TestInstallPluginAndHelp(t *testing.T) {
 		t.Error("installing a missing binary succeeded")
 	}
 }
-
