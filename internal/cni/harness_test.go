@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/go-logr/logr"
 	"github.com/vishvananda/netns"
 	"k8s.io/klog/v2/ktesting"
@@ -268,7 +270,9 @@ func (n *testNode) cnitoolAdd(netnsPath, podNS, podName string) *types100.Result
 // libcni returns a libcni client using the built plugin with a private cache directory.
 func (n *testNode) libcni() (*libcni.CNIConfig, *libcni.NetworkConfigList) {
 	n.t.Helper()
-	c := libcni.NewCNIConfigWithCacheDir([]string{pluginPath(n.t)}, filepath.Join(n.dir, "cache"), nil)
+	// An explicit exec: libcni creates its default lazily, which races when the client is shared.
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	c := libcni.NewCNIConfigWithCacheDir([]string{pluginPath(n.t)}, filepath.Join(n.dir, "cache"), exec)
 	list, err := libcni.LoadNetworkConf(n.confDir, n.netName)
 	if err != nil {
 		n.t.Fatal(err)
