@@ -82,7 +82,7 @@ func TestE2E(t *testing.T) {
 
 	check(t, "agents program every node: Programmed, br0 flows, nft table", func(t *testing.T) {
 		for i := 1; i <= 3; i++ {
-			waitProgrammed(t, w, lab.NodeName(i), time.Time{})
+			waitProgrammed(t, w, lab.NodeName(i))
 			node := lab.NodeName(i)
 			if n := flowCount(t, w, node); n == 0 {
 				t.Errorf("%s: br0 has no flows", node)
@@ -239,7 +239,7 @@ func TestE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.subnets = subnets
-		waitProgrammed(t, w, name, time.Time{})
+		waitProgrammed(t, w, name)
 		p, err := l.CreatePod(ctx, lab.PodSpec{Namespace: "default", Name: "d1", Node: name, Labels: map[string]string{"app": "d"}})
 		if err != nil {
 			t.Fatal(err)
@@ -320,8 +320,12 @@ func TestE2E(t *testing.T) {
 			}
 		}
 		for _, node := range []string{"node1", "node2"} {
-			waitProgrammed(t, w, node, restarted)
+			if err := l.WaitAgentReady(ctx, node, 30*time.Second); err != nil {
+				loop.stop()
+				t.Fatal(err)
+			}
 		}
+		note("agents restarted after kill -9: ready (/readyz) in %s", time.Since(restarted).Round(10*time.Millisecond))
 		time.Sleep(2 * time.Second)
 		ok, failed, errs := loop.stop()
 		note("agent kill -9 + restart on node1 and node2: %d requests, %d failed", ok+failed, failed)
@@ -428,23 +432,16 @@ func (w *world) url(pod, path string) string {
 	return "http://missing-pod-" + pod + path
 }
 
-// waitProgrammed waits until a node's HostSubnet is Programmed by a sync that finished after since.
-func waitProgrammed(t *testing.T, w *world, node string, since time.Time) {
+// waitProgrammed waits until a node's HostSubnet is Programmed (its agent applied flows, rules and routes).
+func waitProgrammed(t *testing.T, w *world, node string) {
 	t.Helper()
 	eventually(t, 60*time.Second, func() error {
 		var hs vxflowv1alpha1.HostSubnet
 		if err := w.c.Get(context.Background(), client.ObjectKey{Name: node}, &hs); err != nil {
 			return err
 		}
-		cond := meta.FindStatusCondition(hs.Status.Conditions, vxflowv1alpha1.ConditionProgrammed)
-		if cond == nil || cond.Status != metav1.ConditionTrue {
+		if cond := meta.FindStatusCondition(hs.Status.Conditions, vxflowv1alpha1.ConditionProgrammed); cond == nil || cond.Status != metav1.ConditionTrue {
 			return fmt.Errorf("HostSubnet %s is not Programmed: %+v", node, cond)
-		}
-		if !since.IsZero() && cond.LastTransitionTime.Time.Before(since.Truncate(time.Second)) {
-			// A restarted agent re-reports; accept a lastSync after since as proof when present.
-			if hs.Status.Agent == nil || hs.Status.Agent.LastSync == nil || hs.Status.Agent.LastSync.Time.Before(since.Truncate(time.Second)) {
-				return fmt.Errorf("HostSubnet %s was last programmed before %s", node, since.Format(time.RFC3339))
-			}
 		}
 		return nil
 	})

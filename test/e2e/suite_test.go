@@ -37,6 +37,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	tally.Lock()
 	defer tally.Unlock()
+	if code != 0 && len(tally.failed) == 0 {
+		tally.failed = append(tally.failed, "the suite itself (setup failed, see above)")
+	}
 	if len(tally.notes) > 0 {
 		fmt.Println("\nMeasured:")
 		for _, n := range tally.notes {

@@ -51,12 +51,13 @@ type Config struct {
 	StateDir string
 	// RepoRoot is the vxflow checkout (config/ and bin/).
 	RepoRoot string
-	// BinDir holds vxflow-controller, vxflow-agent, vxflow-cni and vxflowctl; default <RepoRoot>/bin.
+	// BinDir holds vxflow-controller, vxflow-agent, vxflow-cni and vxflowctl; default $VXFLOW_BIN_DIR, else
+	// <RepoRoot>/bin.
 	BinDir string
-	// K8sBinDir holds kube-apiserver, etcd and kubectl; default <RepoRoot>/bin/k8s.
+	// K8sBinDir holds kube-apiserver, etcd and kubectl; default <RepoRoot>/bin/k8s (also when BinDir is set).
 	K8sBinDir string
 	// LabBin is the vxflow-lab binary (it runs the control plane and the pods' HTTP servers); default this
-	// program when it is vxflow-lab, else <BinDir>/vxflow-lab.
+	// program when it is vxflow-lab, else <RepoRoot>/bin/vxflow-lab.
 	LabBin string
 	// Nodes is how many nodes Up creates (node1..nodeN); default 3.
 	Nodes int
@@ -86,16 +87,19 @@ func (c Config) Defaults() Config {
 		c.StateDir = filepath.Join(c.RepoRoot, ".lab", c.Name)
 	}
 	if c.BinDir == "" {
+		c.BinDir = os.Getenv("VXFLOW_BIN_DIR")
+	}
+	if c.BinDir == "" {
 		c.BinDir = filepath.Join(c.RepoRoot, "bin")
 	}
 	if c.K8sBinDir == "" {
-		c.K8sBinDir = filepath.Join(c.BinDir, "k8s")
+		c.K8sBinDir = filepath.Join(c.RepoRoot, "bin", "k8s")
 	}
 	if c.LabBin == "" {
 		if self, err := os.Executable(); err == nil && filepath.Base(self) == "vxflow-lab" {
 			c.LabBin = self
 		} else {
-			c.LabBin = filepath.Join(c.BinDir, "vxflow-lab")
+			c.LabBin = filepath.Join(c.RepoRoot, "bin", "vxflow-lab")
 		}
 	}
 	if c.Nodes == 0 {

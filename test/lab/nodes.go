@@ -167,7 +167,7 @@ func (l *Lab) AgentCommand(node string) ([]string, error) {
 		"--cni-conf-dir=" + filepath.Join(dir, "net.d"),
 		"--cni-bin-dir=" + l.cniBinDir(),
 		"--state-dir=" + filepath.Join(dir, "lib"),
-		"--metrics-bind-address=127.0.0.1:9443",
+		"--metrics-bind-address=" + AgentMetricsAddr,
 	}
 	return append(args, l.AgentArgs...), nil
 }
@@ -289,4 +289,20 @@ func (l *Lab) livePID(key string) int {
 		return pid
 	}
 	return 0
+}
+
+// AgentMetricsAddr is where the lab makes every agent serve /metrics, /healthz and /readyz (inside its
+// node's namespace).
+const AgentMetricsAddr = "127.0.0.1:9443"
+
+// WaitAgentReady waits until a node's agent answers /readyz (it converged and its last sync succeeded).
+func (l *Lab) WaitAgentReady(ctx context.Context, node string, timeout time.Duration) error {
+	err := waitFor(ctx, timeout, func() error {
+		_, err := Get(ctx, l.NetNS(node), "http://"+AgentMetricsAddr+"/readyz", time.Second)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("the agent of %s is not ready after %s: %w", node, timeout, err)
+	}
+	return nil
 }

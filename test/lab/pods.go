@@ -221,9 +221,28 @@ func (l *Lab) Pod(namespace, name string) (*Pod, error) {
 // kubelet's rule), from the node's network namespace.
 func (l *Lab) cni(ctx context.Context, command string, ps PodState) (*types100.Result, error) {
 	confDir := filepath.Join(l.NodeDir(ps.Node), "net.d")
-	files, err := libcni.ConfFiles(confDir, []string{".conflist"})
-	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("failed to find a CNI conflist in %s (is the agent of %s running?): %v", confDir, ps.Node, err)
+	var files []string
+	// The agent writes the conflist once the node's network is ready; a kubelet keeps pods waiting until then
+	// (NetworkReady=false), so ADD waits too. DEL without a conflist has nothing to talk to: a pod whose ADD
+	// never ran has nothing to undo.
+	wait := 30 * time.Second
+	if command == "DEL" {
+		wait = 0
+	}
+	err := waitFor(ctx, wait, func() error {
+		var err error
+		files, err = libcni.ConfFiles(confDir, []string{".conflist"})
+		if err == nil && len(files) == 0 {
+			err = errors.New("no conflist yet")
+		}
+		return err
+	})
+	if err != nil {
+		if command == "DEL" {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("failed to find a CNI conflist in %s after %s (is the agent of %s running? see %s): %w",
+			confDir, wait, ps.Node, l.logFile("agent-"+ps.Node), err)
 	}
 	slices.Sort(files)
 	list, err := libcni.NetworkConfFromFile(files[0])

@@ -103,12 +103,23 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 		{"external client 192.168.100.100", l.ExternalNetNS()},
 		{"pod default/client on node1 " + client1.IP, client1.NetNS},
 	} {
-		body, seen, err := request(ctx, from.netns, lbURL)
+		// The agents program a new Service within their sync interval; until then node1 answers "network
+		// unreachable" (it has no route for the LoadBalancer IP).
+		start := time.Now()
+		var body, seen string
+		var err error
+		for {
+			if body, seen, err = request(ctx, from.netns, lbURL); err == nil || time.Since(start) > 30*time.Second {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 		if err != nil {
 			p.line("FAILED %s -> %s: %v", from.who, lbURL, err)
 			continue
 		}
-		p.line("%s -> %s answered %q; the backend saw the client as %s", from.who, lbURL, body, seen)
+		p.line("%s -> %s answered %q; the backend saw the client as %s (first answer after %s)",
+			from.who, lbURL, body, seen, time.Since(start).Round(10*time.Millisecond))
 	}
 
 	p.section("5. The walk, read from the live state (external client -> " + LBIP + ":8080 -> pod on node2)")
@@ -123,7 +134,7 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 		p.hop("node1 nftables", "no table ip "+nftables.TableName, err.Error())
 	} else {
 		p.hop("node1 nftables (prerouting)", fmt.Sprintf("DNAT %s:%d -> %s:%d and mark for masquerade", LBIP, Port, backend.IP, Port),
-			grepLines(ruleset, LBIP, backend.IP, "masquerade")...)
+			grepLines(ruleset, LBIP, "dnat to "+backend.IP, "ct status dnat")...)
 	}
 	r, _ := lab.RunIn(ctx, l.NetNS(EntryNode), "ip", "route", "get", backend.IP)
 	tunMTU, _ := lab.LinkMTU(ctx, l.NetNS(EntryNode), "tun0")
@@ -135,7 +146,7 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 		p.hop("node1 br0", "ofproto/trace failed", err.Error())
 	} else {
 		p.hop("node1 br0 (OpenFlow)", fmt.Sprintf("the remote subnet %s belongs to node2: set tun_dst=%s and send out vxlan0",
-			subnets[PodNode].Spec.Subnet, lab.NodeIP(2)), grepLines(trace1, "tun_dst", "tunnel", "Datapath actions")...)
+			subnets[PodNode].Spec.Subnet, lab.NodeIP(2)), traceLines(trace1, "set_field", "tunneling")...)
 	}
 	capture := captureVXLAN(ctx, l, PodNode, func() { _, _, _ = request(ctx, ext, lbURL) })
 	p.hop("underlay", fmt.Sprintf("VXLAN (UDP %d) from node1 %s to node2 %s, as tcpdump on node2's ul0 saw it", lab.VXLANPort, lab.NodeIP(1), lab.NodeIP(2)),
@@ -147,7 +158,7 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 	if err != nil {
 		p.hop("node2 br0", "ofproto/trace failed", err.Error())
 	} else {
-		p.hop("node2 br0 (OpenFlow)", "accepted from a known node IP, delivered to the pod's port", grepLines(trace2, "output:", "Datapath actions")...)
+		p.hop("node2 br0 (OpenFlow)", "accepted from a known node IP, delivered to the pod's port", traceLines(trace2, "output")...)
 	}
 	podMTU, _ := lab.LinkMTU(ctx, backend.NetNS, "eth0")
 	ulMTU, _ := lab.LinkMTU(ctx, l.NetNS(PodNode), "ul0")
@@ -238,7 +249,26 @@ func programmed(hs vxflowv1alpha1.HostSubnet) string {
 	return fmt.Sprintf("Programmed=%s", c.Status)
 }
 
-var spaces = regexp.MustCompile(`\s+`)
+var (
+	spaces    = regexp.MustCompile(`\s+`)
+	tableLine = regexp.MustCompile(`^\s*\d+\. `)
+)
+
+// traceLines returns the tables an ofproto/trace walked through, the lines with any of the words and the
+// datapath actions.
+func traceLines(trace string, words ...string) []string {
+	var out []string
+	for _, line := range strings.Split(trace, "\n") {
+		keep := tableLine.MatchString(line) || strings.HasPrefix(line, "Datapath actions")
+		for _, w := range words {
+			keep = keep || strings.Contains(line, w)
+		}
+		if keep && !strings.HasPrefix(line, "Final flow") {
+			out = append(out, strings.TrimSpace(spaces.ReplaceAllString(line, " ")))
+		}
+	}
+	return out
+}
 
 // grepLines returns the lines of text containing any of the words, whitespace-squeezed.
 func grepLines(text string, words ...string) []string {

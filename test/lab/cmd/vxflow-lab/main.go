@@ -59,6 +59,7 @@ The lab's name (default vxl, or $LAB) prefixes every namespace; its state is in 
 	}
 	root.PersistentFlags().StringVar(&cfg.Name, "name", defName, "lab name ($LAB): prefixes every namespace")
 	root.PersistentFlags().StringVar(&cfg.StateDir, "state-dir", os.Getenv("LAB_STATE_DIR"), "state directory (default <repo>/.lab/<name>)")
+	root.PersistentFlags().StringVar(&cfg.BinDir, "bin-dir", "", "directory with vxflow-controller, vxflow-agent and vxflow-cni ($VXFLOW_BIN_DIR, default <repo>/bin)")
 	open := func() (*lab.Lab, error) { return lab.Open(cfg) }
 
 	up := &cobra.Command{
