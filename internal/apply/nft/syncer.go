@@ -63,6 +63,8 @@ type Result struct {
 	ElementsAdded, ElementsDeleted int
 	// Duration is the wall time of the sync, including the kernel's commit.
 	Duration time.Duration
+	// KernelDuration is the part of Duration spent inside the kernel processing the batch (sendmsg).
+	KernelDuration time.Duration
 }
 
 // Syncer programs table ip vxflow in one network namespace over netlink (google/nftables), keeping an
@@ -73,8 +75,10 @@ type Syncer struct {
 	table *gnft.Table
 	nsFD  *os.File
 
-	mu   sync.Mutex // protects the following fields
+	mu sync.Mutex // protects the following fields
+	// conn reads the ruleset (generation, table, chains, sets); sock sends the transactions.
 	conn *gnft.Conn
+	sock *socket
 	// programmed is the kernel's table after our last transaction; nil means unknown, so the next sync is
 	// full (at start, after a failure, after someone else changed the ruleset).
 	programmed *kernelState
@@ -84,6 +88,8 @@ type Syncer struct {
 	gen uint32
 	// stale holds chains that are flushed and unreferenced, with the time they became stale.
 	stale map[string]time.Time
+	// sizeHint is the buffer size to start a full sync's batch with: the last full batch's size.
+	sizeHint int
 }
 
 // kernelState is what the table holds: desired chains by name and sets with their elements.
@@ -126,7 +132,13 @@ func NewSyncer(opts Options) (*Syncer, error) {
 		s.closeNS()
 		return nil, fmt.Errorf("failed to open nftables netlink socket: %w", err)
 	}
-	s.conn = conn
+	sock, err := openSocket(s.nsFD)
+	if err != nil {
+		_ = conn.CloseLasting()
+		s.closeNS()
+		return nil, err
+	}
+	s.conn, s.sock = conn, sock
 	return s, nil
 }
 
@@ -134,7 +146,7 @@ func NewSyncer(opts Options) (*Syncer, error) {
 func (s *Syncer) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	err := s.conn.CloseLasting()
+	err := errors.Join(s.conn.CloseLasting(), s.sock.close())
 	s.closeNS()
 	return err
 }
@@ -152,9 +164,12 @@ func (s *Syncer) Delete() error {
 	defer s.mu.Unlock()
 	s.programmed, s.fullReason = nil, "table deleted by Delete"
 	s.stale = make(map[string]time.Time)
-	s.conn.AddTable(s.table)
-	s.conn.DelTable(s.table)
-	if err := s.conn.Flush(); err != nil {
+	b := newBatch(0, 256)
+	b.addTable()
+	m := b.nft(2 /* NFT_MSG_DELTABLE */, flagRequest, "delete table", nftables.TableName)
+	b.str(1 /* NFTA_TABLE_NAME */, nftables.TableName)
+	b.msgEnd(m)
+	if err := s.sock.send(b); err != nil {
 		return fmt.Errorf("failed to delete table ip %s: %w", nftables.TableName, err)
 	}
 	return nil
@@ -188,7 +203,7 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 		if s.programmed != nil && gen.ID != s.gen {
 			s.invalidate(s.driftReason(gen))
 		}
-		tx := newTransaction(s.conn, s.table)
+		tx := newTransaction(gen.ID, s.batchSizeHint(desired))
 		var next *kernelState
 		var res Result
 		if s.programmed == nil {
@@ -205,14 +220,21 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 			s.invalidate("previous sync failed")
 			return res, err
 		}
-		res.Messages = tx.messages
+		res.Messages = tx.messages()
 		res.ChainsWritten, res.ChainsDeleted, res.RulesWritten = tx.chainsWritten, tx.chainsDeleted, tx.rules
 		res.ElementsAdded, res.ElementsDeleted = tx.elemsAdded, tx.elemsDeleted
-		if tx.messages == 0 {
+		if res.Messages == 0 {
 			s.programmed = next
 			return res, nil
 		}
-		err = s.conn.FlushWithGenID(gen.ID)
+		built := time.Now()
+		err = s.sock.send(tx.b)
+		res.KernelDuration = time.Since(built)
+		s.log.V(4).Info("Committed nftables transaction", "build", built.Sub(now), "commit", res.KernelDuration,
+			"messages", res.Messages, "bytes", len(tx.b.buf))
+		if res.Full {
+			s.sizeHint = len(tx.b.buf) + len(tx.b.buf)/8
+		}
 		if errors.Is(err, unix.ERESTART) && attempt < 3 {
 			s.log.V(2).Info("Retried nftables transaction", "reason", "another writer committed meanwhile")
 			continue
@@ -232,6 +254,19 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 		}
 		return res, nil
 	}
+}
+
+// batchSizeHint guesses the size of a full batch so that the buffer is allocated once: the last full
+// batch's size, or an estimate from the ruleset's counts (about 300 bytes per rule as encoded).
+func (s *Syncer) batchSizeHint(desired *nftables.Ruleset) int {
+	if s.programmed != nil {
+		return 4096
+	}
+	if s.sizeHint > 0 {
+		return s.sizeHint
+	}
+	sets, chains, rules, elements := desired.Counts()
+	return 4096 + sets*256 + chains*120 + rules*320 + elements*90
 }
 
 // errNeedFull asks for a full sync instead of a partial one.
@@ -312,7 +347,7 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 				tx.flushSet(want.spec)
 			}
 		default:
-			tx.delSet(st)
+			tx.delSet(name)
 		}
 	}
 	for _, st := range desired.Sets {
@@ -330,9 +365,7 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 		tx.addElements(st, st.Elements)
 	}
 	for _, c := range desired.Chains {
-		if err := tx.addRules(c); err != nil {
-			return nil, err
-		}
+		tx.addRules(c)
 		tx.chainsWritten++
 	}
 	// Chains already stale for long enough are deleted now; the rest wait.
@@ -434,15 +467,13 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 		tx.addElements(st, adds)
 	}
 	for _, c := range rewrite {
-		if err := tx.addRules(c); err != nil {
-			return nil, err
-		}
+		tx.addRules(c)
 		tx.chainsWritten++
 	}
 	// Sets that disappear, now that no rule references them.
 	for name, o := range old.sets {
 		if _, ok := next.sets[name]; !ok {
-			tx.delSet(compiledSet(s.table, o.spec))
+			tx.delSet(o.spec.Name)
 		}
 	}
 	for name, t := range s.stale {
@@ -482,13 +513,6 @@ func sameHook(have *gnft.Chain, want *nftables.Chain) bool {
 	h, ok := hookNumbers[want.Base.Hook]
 	return ok && *have.Hooknum == h && int(*have.Priority) == want.Base.Priority &&
 		string(have.Type) == string(want.Base.Type)
-}
-
-// matchesKernelSet reports whether an existing kernel set has the desired definition.
-func matchesKernelSet(have *gnft.Set, want *nftables.Set) bool {
-	c := compiledSet(have.Table, want)
-	return have.KeyType.Name == c.KeyType.Name && have.IsMap == c.IsMap && have.Interval == c.Interval &&
-		have.HasTimeout == c.HasTimeout && have.Timeout == c.Timeout
 }
 
 // record updates the metrics and logs the outcome of a sync.

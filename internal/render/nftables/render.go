@@ -1,9 +1,9 @@
 package nftables
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/vxflow/vxflow/internal/model"
 )
@@ -58,6 +58,12 @@ type renderer struct {
 func (r *renderer) addChain(name string, base *BaseChain) *Chain {
 	c := &Chain{Name: name, Base: base}
 	r.rs.Chains = append(r.rs.Chains, c)
+	return c
+}
+
+// addFixedChain creates a chain and indexes it by name for addRules.
+func (r *renderer) addFixedChain(name string, base *BaseChain) *Chain {
+	c := r.addChain(name, base)
 	r.chains[name] = c
 	return c
 }
@@ -112,7 +118,7 @@ func (r *renderer) fixed() {
 	r.addSet(&Set{Name: firewallIPsMap, Type: SetTypeAddrProtoPortVerdict})
 
 	for _, b := range baseChains {
-		r.addChain(b.name, &BaseChain{Type: b.typ, Hook: b.hook, Priority: b.priority})
+		r.addFixedChain(b.name, &BaseChain{Type: b.typ, Hook: b.hook, Priority: b.priority})
 	}
 	for _, j := range jumpChains {
 		jump := Verdict{Kind: VerdictJump, Chain: j.to}
@@ -134,37 +140,37 @@ func (r *renderer) fixed() {
 		MatchAddrSet{Field: DAddr, Negate: true, Set: clusterCIDRsSet}, Masquerade{FullyRandom: true}).
 		withComment("pod traffic leaving the cluster"))
 
-	r.addChain(servicesChain, nil)
+	r.addFixedChain(servicesChain, nil)
 	r.addRules(servicesChain,
 		rule(Vmap{Key: VmapKeyAddrProtoPort, Map: serviceIPsMap}),
 		rule(MatchAddrSet{Field: DAddr, Set: nodePortIPsSet}, Vmap{Key: VmapKeyProtoPort, Map: serviceNodePortsMap}))
-	r.addChain(masqueradingChain, nil)
+	r.addFixedChain(masqueradingChain, nil)
 	r.addRules(masqueradingChain,
 		rule(MatchMark{Mask: r.mark()}, Verdict{Kind: VerdictReturn}),
 		rule(MarkSet{Bits: r.mark(), Xor: true}),
 		rule(Masquerade{FullyRandom: true}))
-	r.addChain(markMasqChain, nil)
+	r.addFixedChain(markMasqChain, nil)
 	r.addRules(markMasqChain, rule(MarkSet{Bits: r.mark()}))
-	r.addChain(serviceEndpointsCheckChain, nil)
+	r.addFixedChain(serviceEndpointsCheckChain, nil)
 	r.addRules(serviceEndpointsCheckChain, rule(Vmap{Key: VmapKeyAddrProtoPort, Map: noEndpointServicesMap}))
-	r.addChain(nodePortEndpointsCheckChain, nil)
+	r.addFixedChain(nodePortEndpointsCheckChain, nil)
 	r.addRules(nodePortEndpointsCheckChain,
 		rule(MatchAddrSet{Field: DAddr, Set: nodePortIPsSet}, Vmap{Key: VmapKeyProtoPort, Map: noEndpointNodePortsMap}))
-	r.addChain(firewallCheckChain, nil)
+	r.addFixedChain(firewallCheckChain, nil)
 	r.addRules(firewallCheckChain, rule(Vmap{Key: VmapKeyAddrProtoPort, Map: firewallIPsMap}))
-	r.addChain(clusterIPsCheckChain, nil)
+	r.addFixedChain(clusterIPsCheckChain, nil)
 	r.addRules(clusterIPsCheckChain,
 		rule(MatchAddrSet{Field: DAddr, Set: clusterIPsSet}, Reject{}).withComment("reject traffic to invalid ports of ClusterIPs"),
 		rule(MatchAddr{Field: DAddr, Prefix: r.node.ServiceNetwork}, Verdict{Kind: VerdictDrop}).
 			withComment("drop traffic to unallocated ClusterIPs"))
-	r.addChain(rejectChain, nil)
+	r.addFixedChain(rejectChain, nil)
 	r.addRules(rejectChain, rule(Reject{TCPReset: true}), rule(Reject{}))
 }
 
 // servicePort renders one Service port: its map elements, its policy, external and firewall chains and its
 // endpoint chains, with kube-proxy's semantics for traffic policies and endpoints without a ready one.
 func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
-	base := fmt.Sprintf("%s/%s/%s/%s", s.Namespace, s.Name, p.Protocol, p.Name)
+	base := s.Namespace + "/" + s.Name + "/" + p.Protocol.String() + "/" + p.Name
 	clusterChain := servicePolicyChainPrefix + base
 	localChain := localPolicyChainPrefix + base
 	extChain := externalChainPrefix + base
@@ -196,16 +202,22 @@ func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
 		externalFilter = internalFilter
 	}
 
+	chains := map[string]*Chain{}
 	for _, name := range []struct {
 		name string
 		used bool
 	}{{clusterChain, usesClusterChain}, {localChain, usesLocalChain}, {extChain, usesExtChain}, {fwChain, usesFWChain}} {
 		if name.used {
-			r.addChain(name.name, nil)
+			chains[name.name] = r.addChain(name.name, nil)
 		}
 	}
-	for _, e := range eps.reachable {
-		r.addChain(endpointChainName(base, e), nil)
+	epChains := make([]*Chain, len(eps.reachable))
+	for i, e := range eps.reachable {
+		epChains[i] = r.addChain(endpointChainName(base, e), nil)
+	}
+	add := func(chain string, rules ...Rule) {
+		c := chains[chain]
+		c.Rules = append(c.Rules, rules...)
 	}
 
 	r.addElement(clusterIPsSet, Element{Prefix: netip.PrefixFrom(s.ClusterIP, 32)})
@@ -250,27 +262,27 @@ func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
 	}
 
 	if usesFWChain {
-		r.firewall(fwChain, s)
+		r.firewall(chains[fwChain], s)
 	}
 	jumpMasq := Verdict{Kind: VerdictJump, Chain: markMasqChain}
 	if hasInternal {
 		// Off-cluster clients of a ClusterIP (the node itself, or a router sending the service network to
 		// this node) are masqueraded so that replies come back here.
-		r.addRules(internalChain, rule(MatchAddr{Field: DAddr, Prefix: netip.PrefixFrom(s.ClusterIP, 32)},
+		add(internalChain, rule(MatchAddr{Field: DAddr, Prefix: netip.PrefixFrom(s.ClusterIP, 32)},
 			MatchDPort{Proto: p.Protocol, Port: p.Port}, MatchAddrSet{Field: SAddr, Negate: true, Set: clusterCIDRsSet}, jumpMasq))
 	}
 	if usesExtChain {
 		if !extLocal {
 			// The endpoint may be on another node: masquerade so the reply comes back through this one.
-			r.addRules(extChain, rule(jumpMasq))
+			add(extChain, rule(jumpMasq))
 		} else {
-			r.addRules(extChain,
+			add(extChain,
 				rule(MatchAddrSet{Field: SAddr, Set: clusterCIDRsSet}, goTo(clusterChain)).withComment("short-circuit pod traffic"),
 				rule(MatchFibLocal{Field: SAddr}, jumpMasq).withComment("masquerade local traffic"),
 				rule(MatchFibLocal{Field: SAddr}, goTo(clusterChain)).withComment("short-circuit local traffic"))
 		}
 		if hasExternal {
-			r.addRules(extChain, rule(goTo(externalPolicy)))
+			add(extChain, rule(goTo(externalPolicy)))
 		}
 	}
 	if s.AffinityTimeout > 0 {
@@ -279,28 +291,29 @@ func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
 		}
 	}
 	if usesClusterChain {
-		r.loadBalance(clusterChain, base, s, eps.cluster)
+		r.loadBalance(chains[clusterChain], base, s, eps.cluster)
 	}
 	if usesLocalChain {
-		r.loadBalance(localChain, base, s, eps.local)
+		r.loadBalance(chains[localChain], base, s, eps.local)
 	}
-	for _, e := range eps.reachable {
-		chain := endpointChainName(base, e)
-		r.addRules(chain, rule(MatchAddr{Field: SAddr, Prefix: netip.PrefixFrom(e.Addr, 32)}, jumpMasq))
+	for i, e := range eps.reachable {
+		c := epChains[i]
+		c.Rules = make([]Rule, 0, 3)
+		c.Rules = append(c.Rules, rule(MatchAddr{Field: SAddr, Prefix: netip.PrefixFrom(e.Addr, 32)}, jumpMasq))
 		if s.AffinityTimeout > 0 {
-			r.addRules(chain, rule(AffinityUpdate{Set: affinitySetName(base, e)}))
+			c.Rules = append(c.Rules, rule(AffinityUpdate{Set: affinitySetName(base, e)}))
 		}
-		r.addRules(chain, rule(MatchProto{Proto: p.Protocol}, DNAT{Addr: e.Addr, Port: e.Port}))
+		c.Rules = append(c.Rules, rule(MatchProto{Proto: p.Protocol}, DNAT{Addr: e.Addr, Port: e.Port}))
 	}
 }
 
 // loadBalance ends a policy chain with the choice of an endpoint: first a client's remembered endpoint when
 // affinity is on, then a cascade in which endpoint i of n wins with probability 1/(n-i), so that each is
 // chosen with probability 1/n, without any set.
-func (r *renderer) loadBalance(chain, base string, s *model.Service, eps []model.Endpoint) {
+func (r *renderer) loadBalance(c *Chain, base string, s *model.Service, eps []model.Endpoint) {
 	if s.AffinityTimeout > 0 {
 		for _, e := range eps {
-			r.addRules(chain, rule(MatchAddrSet{Field: SAddr, Set: affinitySetName(base, e)},
+			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: affinitySetName(base, e)},
 				Verdict{Kind: VerdictGoto, Chain: endpointChainName(base, e)}))
 		}
 	}
@@ -308,9 +321,9 @@ func (r *renderer) loadBalance(chain, base string, s *model.Service, eps []model
 	for i, e := range eps {
 		goTo := Verdict{Kind: VerdictGoto, Chain: endpointChainName(base, e)}
 		if i == n-1 {
-			r.addRules(chain, rule(goTo))
+			c.Rules = append(c.Rules, rule(goTo))
 		} else {
-			r.addRules(chain, rule(MatchNumgen{Mod: uint32(n - i)}, goTo))
+			c.Rules = append(c.Rules, rule(MatchNumgen{Mod: uint32(n - i)}, goTo))
 		}
 	}
 }
@@ -318,29 +331,29 @@ func (r *renderer) loadBalance(chain, base string, s *model.Service, eps []model
 // firewall renders loadBalancerSourceRanges: sources inside a range go on, everything else is dropped.
 // When a range holds a node IP, the LoadBalancer IPs themselves are allowed as sources too, because a
 // VIP-style load balancer makes the node talk to the VIP from the VIP (kube-proxy does the same).
-func (r *renderer) firewall(chain string, s *model.Service) {
+func (r *renderer) firewall(c *Chain, s *model.Service) {
 	ret := Verdict{Kind: VerdictReturn}
 	allowFromNode := false
 	for _, src := range s.SourceRanges {
-		r.addRules(chain, rule(MatchAddr{Field: SAddr, Prefix: src}, ret))
+		c.Rules = append(c.Rules, rule(MatchAddr{Field: SAddr, Prefix: src}, ret))
 		for _, ip := range r.node.IPs {
 			allowFromNode = allowFromNode || src.Contains(ip)
 		}
 	}
 	if allowFromNode {
 		for _, ip := range s.LoadBalancerIPs {
-			r.addRules(chain, rule(MatchAddr{Field: SAddr, Prefix: netip.PrefixFrom(ip, 32)}, ret))
+			c.Rules = append(c.Rules, rule(MatchAddr{Field: SAddr, Prefix: netip.PrefixFrom(ip, 32)}, ret))
 		}
 	}
-	r.addRules(chain, rule(Verdict{Kind: VerdictDrop}))
+	c.Rules = append(c.Rules, rule(Verdict{Kind: VerdictDrop}))
 }
 
 // endpointChainName names an endpoint's chain: endpoint-ns/svc/proto/port__ip/port.
 func endpointChainName(base string, e model.Endpoint) string {
-	return fmt.Sprintf("%s%s__%s/%d", endpointChainPrefix, base, e.Addr, e.Port)
+	return endpointChainPrefix + base + "__" + e.Addr.String() + "/" + strconv.Itoa(int(e.Port))
 }
 
 // affinitySetName names an endpoint's session affinity set.
 func affinitySetName(base string, e model.Endpoint) string {
-	return fmt.Sprintf("%s%s__%s/%d", affinitySetPrefix, base, e.Addr, e.Port)
+	return affinitySetPrefix + base + "__" + e.Addr.String() + "/" + strconv.Itoa(int(e.Port))
 }

@@ -1,0 +1,101 @@
+package nft
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/vxflow/vxflow/internal/render/nftables"
+	"github.com/vxflow/vxflow/internal/render/nftables/rendertest"
+	"github.com/vxflow/vxflow/internal/testutil/ovsnode"
+	"strconv"
+)
+
+// benchNetNS creates a namespace for one benchmark iteration and returns a Syncer for it and a cleanup.
+func benchNetNS(b *testing.B, name string) (*Syncer, func()) {
+	b.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Fatalf("failed to create netns %s: %v: %s", name, err, out)
+	}
+	s, err := NewSyncer(Options{NetNSPath: ovsnode.NetNSPath(name)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, func() {
+		_ = s.Close()
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	}
+}
+
+// benchFull measures a first (full) sync of n Services × eps endpoints into an empty namespace: render
+// excluded, netlink encoding and the kernel's commit included.
+func benchFull(b *testing.B, n, eps int) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	r := nftables.Render(rendertest.ScaleSet(n, eps))
+	sets, chains, rules, elems := r.Counts()
+	b.ReportMetric(float64(chains), "chains")
+	b.ReportMetric(float64(rules), "rules")
+	b.ReportMetric(float64(elems+sets), "sets+elements")
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		s, done := benchNetNS(b, "vxbench-"+itoa(os.Getpid())+"-"+itoa(i))
+		b.StartTimer()
+		res, err := s.Sync(context.Background(), r)
+		b.StopTimer()
+		if err != nil {
+			done()
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(res.Messages), "messages")
+		b.ReportMetric(float64(res.KernelDuration.Milliseconds()), "kernel-ms/op")
+		done()
+		b.StartTimer()
+	}
+}
+
+// benchOneEndpoint measures a partial sync that moves one endpoint of one Service (one endpoint chain
+// replaced, the service chain rewritten) in a table of n Services × eps endpoints.
+func benchOneEndpoint(b *testing.B, n, eps int) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	set := rendertest.ScaleSet(n, eps)
+	s, done := benchNetNS(b, "vxbench-"+itoa(os.Getpid())+"-p")
+	defer done()
+	if _, err := s.Sync(context.Background(), nftables.Render(set)); err != nil {
+		b.Fatal(err)
+	}
+	p := &set.Services[n/2].Ports[0]
+	orig := p.Endpoints[0].Addr
+	moved := netip.MustParseAddr("10.131.255.254")
+	var states [2]*nftables.Ruleset
+	p.Endpoints[0].Addr = moved
+	states[0] = nftables.Render(set)
+	p.Endpoints[0].Addr = orig
+	states[1] = nftables.Render(set)
+	var kernel time.Duration
+	for i := 0; b.Loop(); i++ {
+		res, err := s.Sync(context.Background(), states[i%2])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Full {
+			b.Fatalf("sync %d was full: %+v", i, res)
+		}
+		b.ReportMetric(float64(res.Messages), "messages")
+		kernel += res.KernelDuration
+	}
+	b.ReportMetric(float64(kernel.Microseconds())/float64(b.N)/1000, "kernel-ms/op")
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func BenchmarkSyncFull10kx10(b *testing.B)        { benchFull(b, 10000, 10) }
+func BenchmarkSyncFull1kx100(b *testing.B)        { benchFull(b, 1000, 100) }
+func BenchmarkSyncOneEndpoint10kx10(b *testing.B) { benchOneEndpoint(b, 10000, 10) }
+func BenchmarkSyncOneEndpoint1kx100(b *testing.B) { benchOneEndpoint(b, 1000, 100) }
