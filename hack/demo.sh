@@ -36,8 +36,9 @@ up)
   start=$SECONDS
   hack/install-deps.sh
   [[ -x bin/k8s/kube-apiserver ]] || hack/build-control-plane.sh bin/k8s
+  bindir="${VXFLOW_BIN_DIR:-bin}"   # the lab reads the same variable
   for c in vxflow-controller vxflow-agent vxflow-cni vxflowctl; do
-    [[ -x bin/$c ]] || go build -o bin/ "./cmd/$c" || echo "demo: cannot build $c yet; the lab runs without it" >&2
+    [[ -x $bindir/$c ]] || go build -o "$bindir/" "./cmd/$c" || echo "demo: cannot build $c yet; the lab runs without it" >&2
   done
   build_lab
   "${lab[@]}" down >/dev/null

@@ -38,6 +38,7 @@ const (
 // from the external client and from the pod on node1, and prints each hop.
 func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 	p := printer{w: w}
+	l.Out = indented{w} // the lab's own progress lines, under the demo's sections
 	c, err := l.Client()
 	if err != nil {
 		return err
@@ -57,12 +58,15 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range st.Nodes {
-		hs := subnets[n.Name]
-		p.line("%-6s node IP %-15s  HostSubnet %-15s  tun0 %s  %s", n.Name, n.IP, hs.Spec.Subnet, gateway(hs), programmed(hs))
-	}
 	if err := waitProgrammed(ctx, c, st.Nodes); err != nil {
 		return fmt.Errorf("failed to see every node Programmed (agents' logs: %s): %w", l.LogFile("agent-node1"), err)
+	}
+	if subnets, err = l.WaitHostSubnets(ctx, 5*time.Second); err != nil {
+		return err
+	}
+	for _, n := range st.Nodes {
+		hs := subnets[n.Name]
+		p.line("%-6s node IP %-15s  HostSubnet %-15s  tun0 %-12s %s", n.Name, n.IP, hs.Spec.Subnet, gateway(hs), programmed(hs))
 	}
 
 	p.section("2. Pods, created as a kubelet would (netns, CNI ADD through the node's agent, Pod status)")
@@ -246,7 +250,22 @@ func programmed(hs vxflowv1alpha1.HostSubnet) string {
 	if c == nil {
 		return "(not programmed yet)"
 	}
-	return fmt.Sprintf("Programmed=%s", c.Status)
+	s := fmt.Sprintf("Programmed=%s", c.Status)
+	if a := hs.Status.Agent; a != nil {
+		s += fmt.Sprintf(" (%d flows, %d nft rules, MTU %d, datapath %s)", a.Flows, a.NFTRules, a.MTU, a.DatapathType)
+	}
+	return s
+}
+
+// indented writes every line three spaces in.
+type indented struct{ w io.Writer }
+
+func (i indented) Write(b []byte) (int, error) {
+	s := strings.TrimRight(string(b), "\n")
+	if _, err := fmt.Fprintf(i.w, "   %s\n", strings.ReplaceAll(s, "\n", "\n   ")); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 var (
