@@ -32,7 +32,15 @@ type ClusterNetworkReconciler struct {
 	Client   client.Client
 	Pool     *Pool
 	Recorder events.EventRecorder
+
+	// lastWrite is when the status was last written; the controller runs one worker, so it needs no lock.
+	lastWrite time.Time
 }
+
+// countInterval is the least time between two status writes that change only the counts: while thousands
+// of Nodes join, every allocation changes subnetsAllocated, and each write would wake every watcher of
+// the ClusterNetwork (all node agents).
+const countInterval = time.Second
 
 // SetupWithManager registers the reconciler; the pool wakes it on every change of capacity or verdicts, and
 // Node arrivals and departures change how many Nodes wait.
@@ -87,12 +95,16 @@ func (r *ClusterNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	if equality.Semantic.DeepEqual(orig.Status, cn.Status) {
 		return ctrl.Result{}, nil
 	}
+	if wait := countInterval - time.Since(r.lastWrite); wait > 0 && onlyCountsChanged(orig, cn) {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	if err := r.Client.Status().Patch(ctx, cn, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("failed to update ClusterNetwork %s status: %w", cn.Name, err)
 	}
+	r.lastWrite = time.Now()
 	before := conditions.Get(orig.Status.Conditions, vxflowv1alpha1.ConditionDegraded)
 	after := conditions.Get(cn.Status.Conditions, vxflowv1alpha1.ConditionDegraded)
 	if !conditions.Equal(before, after) {
@@ -105,6 +117,19 @@ func (r *ClusterNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		}
 	}
 	return ctrl.Result{}, nil
+}
+
+// onlyCountsChanged reports whether the new status differs from the old one in subnetsAllocated and the
+// Ready message that repeats it, and nothing else.
+func onlyCountsChanged(orig, cn *vxflowv1alpha1.ClusterNetwork) bool {
+	a, b := orig.Status.DeepCopy(), cn.Status.DeepCopy()
+	a.SubnetsAllocated, b.SubnetsAllocated = 0, 0
+	for _, st := range []*vxflowv1alpha1.ClusterNetworkStatus{a, b} {
+		if c := conditions.Get(st.Conditions, vxflowv1alpha1.ConditionReady); c != nil && c.Reason == conditions.ReasonSubnetsAvailable {
+			c.Message = ""
+		}
+	}
+	return equality.Semantic.DeepEqual(a, b)
 }
 
 // waitingNodes lists, from the cache, the Nodes with a usable address and no HostSubnet.

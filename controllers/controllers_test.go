@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -414,22 +415,31 @@ func TestRestartReallocatesNothing(t *testing.T) {
 		g.Expect(hs.UID).To(Equal(before[hs.Name].UID), "HostSubnet %s was re-created", hs.Name)
 		g.Expect(hs.Spec).To(Equal(before[hs.Name].Spec))
 	}
-	added, deleted := w.stop()
+	added, deleted, err := w.stop()
+	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(added).To(ConsistOf("late"))
 	g.Expect(deleted).To(BeEmpty())
 }
 
-// hostSubnetWatch records every HostSubnet added or deleted after it started.
+// hostSubnetWatch records every HostSubnet added or deleted after it started, and every object it saw. The
+// API server may close a watch (a busy one falls behind); it is resumed from the last resourceVersion seen.
 type hostSubnetWatch struct {
-	w       watch.Interface
+	cancel  context.CancelFunc
 	done    chan struct{}
 	mu      sync.Mutex
+	err     error
 	added   []string
 	deleted []string
 	subnets []vxflowv1alpha1.HostSubnet
+	// onEvent, when set before start, sees every event in order.
+	onEvent func(watch.EventType, *vxflowv1alpha1.HostSubnet)
 }
 
 func watchHostSubnets(t *testing.T) (*hostSubnetWatch, error) {
+	return startHostSubnetWatch(t, nil)
+}
+
+func startHostSubnetWatch(t *testing.T, onEvent func(watch.EventType, *vxflowv1alpha1.HostSubnet)) (*hostSubnetWatch, error) {
 	list := &vxflowv1alpha1.HostSubnetList{}
 	if err := k8s.List(context.Background(), list); err != nil {
 		return nil, err
@@ -438,39 +448,66 @@ func watchHostSubnets(t *testing.T) (*hostSubnetWatch, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := wc.Watch(context.Background(), &vxflowv1alpha1.HostSubnetList{}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
-	if err != nil {
-		return nil, err
-	}
-	hw := &hostSubnetWatch{w: w, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	hw := &hostSubnetWatch{cancel: cancel, done: make(chan struct{}), onEvent: onEvent}
+	rv := list.ResourceVersion
 	go func() {
 		defer close(hw.done)
-		for ev := range w.ResultChan() {
-			hs, ok := ev.Object.(*vxflowv1alpha1.HostSubnet)
-			if !ok {
-				continue
+		for ctx.Err() == nil {
+			w, err := wc.Watch(ctx, &vxflowv1alpha1.HostSubnetList{}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}})
+			if err != nil {
+				if ctx.Err() == nil {
+					hw.fail(fmt.Errorf("failed to watch HostSubnets from %s: %w", rv, err))
+				}
+				return
 			}
-			hw.mu.Lock()
-			switch ev.Type {
-			case watch.Added:
-				hw.added = append(hw.added, hs.Name)
-				hw.subnets = append(hw.subnets, *hs)
-			case watch.Deleted:
-				hw.deleted = append(hw.deleted, hs.Name)
+			for ev := range w.ResultChan() {
+				if ev.Type == watch.Error {
+					if st, ok := ev.Object.(*metav1.Status); ctx.Err() == nil && ok && st.Code == http.StatusGone {
+						hw.fail(fmt.Errorf("watch expired before it could resume: %s", st.Message))
+						w.Stop()
+						return
+					}
+					break // Resume (or, when cancelled, end).
+				}
+				hs, ok := ev.Object.(*vxflowv1alpha1.HostSubnet)
+				if !ok {
+					continue
+				}
+				rv = hs.ResourceVersion
+				hw.mu.Lock()
+				switch ev.Type {
+				case watch.Added:
+					hw.added = append(hw.added, hs.Name)
+					hw.subnets = append(hw.subnets, *hs)
+				case watch.Deleted:
+					hw.deleted = append(hw.deleted, hs.Name)
+				}
+				hw.mu.Unlock()
+				if hw.onEvent != nil {
+					hw.onEvent(ev.Type, hs)
+				}
 			}
-			hw.mu.Unlock()
+			w.Stop()
 		}
 	}()
-	t.Cleanup(func() { w.Stop() })
+	t.Cleanup(func() { cancel(); <-hw.done })
 	return hw, nil
 }
 
-func (hw *hostSubnetWatch) stop() (added, deleted []string) {
-	hw.w.Stop()
+func (hw *hostSubnetWatch) fail(err error) {
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	hw.err = err
+}
+
+// stop ends the watch and returns what it saw; a watch failure fails the caller.
+func (hw *hostSubnetWatch) stop() (added, deleted []string, err error) {
+	hw.cancel()
 	<-hw.done
 	hw.mu.Lock()
 	defer hw.mu.Unlock()
-	return hw.added, hw.deleted
+	return hw.added, hw.deleted, hw.err
 }
 
 func TestTwoControllersNoOverlap(t *testing.T) {
@@ -493,7 +530,8 @@ func TestTwoControllersNoOverlap(t *testing.T) {
 			g.Expect(allocatedCondition(&hs).Status).To(Equal(metav1.ConditionTrue), "HostSubnet %s", hs.Name)
 		}
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
-	added, deleted := w.stop()
+	added, deleted, err := w.stop()
+	g.Expect(err).NotTo(HaveOccurred())
 	// Every HostSubnet ever created, not only the survivors, is distinct and disjoint.
 	g.Expect(added).To(HaveLen(200))
 	g.Expect(deleted).To(BeEmpty())

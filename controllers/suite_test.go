@@ -213,15 +213,22 @@ func retryOnConflict(fn func() error) error {
 	}
 }
 
-// createNode creates a Node with InternalIP ip (none when ip is empty) and returns it.
+// createNode creates a Node with InternalIP ip (none when ip is empty) and returns it; like a kubelet
+// registering, it sends the status with the create.
 func createNode(t testing.TB, name, ip string) *corev1.Node {
 	t.Helper()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if ip != "" {
+		node.Status.Addresses = []corev1.NodeAddress{
+			{Type: corev1.NodeHostName, Address: name},
+			{Type: corev1.NodeInternalIP, Address: ip},
+		}
+	}
 	if err := k8s.Create(context.Background(), node); err != nil {
 		t.Fatalf("failed to create Node %s: %v", name, err)
 	}
-	if ip != "" {
-		setNodeIP(t, node, ip)
+	if ip != "" && len(node.Status.Addresses) != 2 {
+		t.Fatalf("the API server dropped the addresses of Node %s on create", name)
 	}
 	return node
 }
@@ -325,12 +332,8 @@ func createNodes(t testing.TB, prefix string, n int) {
 		wg.Go(func() {
 			for i := range work {
 				node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", prefix, i)}}
-				if err := k8s.Create(context.Background(), node); err != nil {
-					errs <- err
-					continue
-				}
 				node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: nodeAddr(i)}}
-				if err := k8s.Status().Update(context.Background(), node); err != nil {
+				if err := k8s.Create(context.Background(), node); err != nil {
 					errs <- err
 				}
 			}
