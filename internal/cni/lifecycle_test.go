@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -324,8 +325,22 @@ func TestErrorsAPersonUnderstands(t *testing.T) {
 	c, list := n.libcni()
 	ctx := context.Background()
 
+	// Root only: the socket is 0600 in a 0700 directory, and a second server does not steal it.
+	for path, want := range map[string]os.FileMode{n.sockPath: 0o600, filepath.Dir(n.sockPath): 0o700} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v", path, fi.Mode().Perm(), err, want)
+		}
+	}
+	second, err := NewServer(ServerConfig{SocketPath: n.sockPath, StateDir: t.TempDir()}, n.agent, n.sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Listen(); err == nil || !strings.Contains(err.Error(), "another CNI server answers there") {
+		t.Errorf("a second server's Listen = %v", err)
+	}
+
 	n.agent.setNotReady(errors.New("HostSubnet node1 has no hostIP yet"))
-	_, err := c.AddNetworkList(ctx, list, runtimeConf("err-notready", n.newPod(), "ns", "x"))
+	_, err = c.AddNetworkList(ctx, list, runtimeConf("err-notready", n.newPod(), "ns", "x"))
 	if cniCode(err) != wire.CodeTryAgainLater || !strings.Contains(err.Error(), "the node network is not ready yet: HostSubnet node1 has no hostIP yet") {
 		t.Errorf("ADD while not ready: code %d, %v", cniCode(err), err)
 	}
