@@ -25,7 +25,6 @@ import (
 
 // Event reasons the controller writes on Nodes and HostSubnets.
 const (
-	eventSubnetAllocated        = "SubnetAllocated"
 	eventSubnetPoolExhausted    = "SubnetPoolExhausted"
 	eventNoUsableNodeIP         = "NoUsableNodeIP"
 	eventStaleHostSubnetDeleted = "StaleHostSubnetDeleted"
@@ -288,9 +287,10 @@ func (a *subnetAllocator) create(ctx context.Context, planned []plannedSubnet) {
 				switch {
 				case err == nil:
 					allocationsTotal.Inc()
-					log.V(2).Info("Created HostSubnet", "hostSubnet", klog.KObj(p.hs), "subnet", p.hs.Spec.Subnet, "reason", "NodeWithoutSubnet")
-					a.recorder.Eventf(p.node, p.hs, corev1.EventTypeNormal, eventSubnetAllocated, "Allocate",
-						"Allocated subnet %s (gateway %s), hostIP %s", p.hs.Spec.Subnet, gatewayOf(p.hs.Spec.Subnet), p.hs.Spec.HostIP)
+					// No event for a success: at thousands of Nodes it would add a third API write per Node
+					// (HostSubnet create, status, event); failures and unusual changes do get events.
+					log.Info("Created HostSubnet", "hostSubnet", klog.KObj(p.hs), "subnet", p.hs.Spec.Subnet,
+						"hostIP", p.hs.Spec.HostIP, "nodeUID", p.node.UID, "reason", "NodeWithoutSubnet")
 				case apierrors.IsAlreadyExists(err):
 					// A HostSubnet of that name appeared after our read: the Node reconciler looks at it.
 				default:

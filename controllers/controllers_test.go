@@ -51,11 +51,6 @@ func TestOneNode(t *testing.T) {
 			HaveField("Status", metav1.ConditionTrue), HaveField("Message", "1 of 512 subnets allocated")))
 		g.Expect(condition(cn.Status.Conditions, vxflowv1alpha1.ConditionDegraded)).To(HaveField("Status", metav1.ConditionFalse))
 	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
-
-	g.Eventually(func(g Gomega) {
-		g.Expect(eventsFor(g, string(node.UID))).To(ContainElement(And(
-			HaveField("Reason", eventSubnetAllocated), HaveField("Note", ContainSubstring("10.128.0.0/23")))))
-	}).WithTimeout(timeout).WithPolling(poll).Should(Succeed())
 }
 
 func TestNodeWithoutUsableIP(t *testing.T) {

@@ -65,7 +65,7 @@ func run() error {
 	fs.IntVar(&workers, "workers", 4, "Concurrent reconciles of the Node and HostSubnet controllers.")
 	logConfig := textlogger.NewConfig()
 	logConfig.AddFlags(fs)
-	fs.Lookup("v").Usage = "Log verbosity: 0 logs every change the controller makes, 2 adds each allocation round and created HostSubnet."
+	fs.Lookup("v").Usage = "Log verbosity: 0 logs every change the controller makes (HostSubnets created, updated, deleted; conditions set), 2 adds each allocation round."
 	fs.Lookup("vmodule").Usage = "Per-file log verbosity, as a comma-separated list of pattern=N."
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: vxflow-controller [flags]\n\n"+
