@@ -112,7 +112,7 @@ func (r *ClusterNetworkReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			"reason", after.Reason, "message", after.Message)
 		if after.Status == "True" {
 			r.Recorder.Eventf(cn, nil, corev1.EventTypeWarning, after.Reason, "Allocate", "%s", after.Message)
-		} else if before != nil {
+		} else if before != nil && before.Status == "True" {
 			r.Recorder.Eventf(cn, nil, corev1.EventTypeNormal, "Recovered", "Allocate", "%s", after.Message)
 		}
 	}
