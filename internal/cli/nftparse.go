@@ -135,7 +135,11 @@ func parseElement(t nftables.SetType, e string) (nftables.Element, error) {
 	key, verdict, hasVerdict := strings.Cut(e, " : ")
 	parts := strings.Split(key, " . ")
 	for i := range parts {
-		parts[i] = strings.Fields(parts[i])[0]
+		f := strings.Fields(parts[i])
+		if len(f) == 0 {
+			return el, fmt.Errorf("element %q has an empty field", e)
+		}
+		parts[i] = f[0]
 	}
 	var err error
 	switch t {

@@ -701,8 +701,9 @@ func (w *walker) ofFlow(pos position, pkt TracePacket) string {
 	if w.c.inCluster(pkt.Dst) {
 		parts = append(parts, "dl_dst="+model.PodMAC(pkt.Dst).String())
 	}
+	// ofproto/trace wants the protocol's own port fields (udp_dst); tp_dst is refused for UDP.
 	parts = append(parts, "nw_src="+pkt.Src.String(), "nw_dst="+pkt.Dst.String(), "nw_ttl=64",
-		fmt.Sprintf("tp_src=%d", pkt.SrcPort), fmt.Sprintf("tp_dst=%d", pkt.DstPort))
+		fmt.Sprintf("%s_src=%d", pkt.Proto, pkt.SrcPort), fmt.Sprintf("%s_dst=%d", pkt.Proto, pkt.DstPort))
 	return strings.Join(parts, ",")
 }
 
