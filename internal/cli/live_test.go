@@ -577,15 +577,15 @@ func ofTraceCaptures(lab *liveLab) map[string]struct {
 		return c{node, nodeaccess.TraceRequest{Bridge: "br0", Flow: flow, CTNext: ct}}
 	}
 	return map[string]c{
-		"pod-to-remote-pod-node1":      tr("node1", fromClient+",dl_dst=0a:58:0a:80:02:14,nw_src=10.128.0.10,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
-		"pod-to-remote-pod-node2":      tr("node2", "tun_src=192.168.100.1,tun_dst=192.168.100.2,tun_id=0x0,in_port=1,tcp,nw_src=10.128.0.10,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
-		"pod-to-service-node1":         tr("node1", fromClient+",nw_src=10.128.0.10,nw_dst=172.30.0.80,nw_ttl=64,tp_src=40000,tp_dst=80"),
-		"tun0-to-remote-pod-node1":     tr("node1", "in_port=2,tcp,nw_src=10.128.0.1,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
-		"spoofed-source-node1":         tr("node1", fromClient+",nw_src=10.128.0.99,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
+		"pod-to-remote-pod-node1":       tr("node1", fromClient+",dl_dst=0a:58:0a:80:02:14,nw_src=10.128.0.10,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
+		"pod-to-remote-pod-node2":       tr("node2", "tun_src=192.168.100.1,tun_dst=192.168.100.2,tun_id=0x0,in_port=1,tcp,nw_src=10.128.0.10,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
+		"pod-to-service-node1":          tr("node1", fromClient+",nw_src=10.128.0.10,nw_dst=172.30.0.80,nw_ttl=64,tp_src=40000,tp_dst=80"),
+		"tun0-to-remote-pod-node1":      tr("node1", "in_port=2,tcp,nw_src=10.128.0.1,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
+		"spoofed-source-node1":          tr("node1", fromClient+",nw_src=10.128.0.99,nw_dst=10.128.2.20,nw_ttl=64,tp_src=40000,tp_dst=8080"),
 		"vxlan-from-unknown-vtep-node2": tr("node2", "tun_src=192.168.100.9,tun_dst=192.168.100.2,tun_id=0x0,in_port=1,tcp,nw_src=10.128.4.5,nw_dst=10.128.2.20,tp_src=40000,tp_dst=8080"),
-		"neighbour-miss-node1":         tr("node1", fromClient+",nw_src=10.128.0.10,nw_dst=10.128.4.5,nw_ttl=64,tp_src=40000,tp_dst=80"),
-		"arp-for-gateway-node1":        tr("node1", fmt.Sprintf("in_port=%d,arp,dl_src=0a:58:0a:80:00:0a,arp_op=1,arp_spa=10.128.0.10,arp_sha=0a:58:0a:80:00:0a,arp_tpa=10.128.0.1", client)),
-		"tun0-to-local-pod-node2":      tr("node2", fmt.Sprintf("in_port=2,udp,nw_src=10.128.2.1,nw_dst=10.128.2.20,nw_ttl=64,udp_src=5353,udp_dst=%d", 5000+web)),
+		"neighbour-miss-node1":          tr("node1", fromClient+",nw_src=10.128.0.10,nw_dst=10.128.4.5,nw_ttl=64,tp_src=40000,tp_dst=80"),
+		"arp-for-gateway-node1":         tr("node1", fmt.Sprintf("in_port=%d,arp,dl_src=0a:58:0a:80:00:0a,arp_op=1,arp_spa=10.128.0.10,arp_sha=0a:58:0a:80:00:0a,arp_tpa=10.128.0.1", client)),
+		"tun0-to-local-pod-node2":       tr("node2", fmt.Sprintf("in_port=2,udp,nw_src=10.128.2.1,nw_dst=10.128.2.20,nw_ttl=64,udp_src=5353,udp_dst=%d", 5000+web)),
 	}
 }
 
