@@ -91,6 +91,9 @@ func TestE2E(t *testing.T) {
 				t.Errorf("%s: no nft table ip %s: %v", node, nftables.TableName, err)
 			}
 		}
+		if err := l.LearnTunnelNeighbours(ctx); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	check(t, "pods get an address of their node's subnet through the CNI plugin", func(t *testing.T) {
@@ -240,6 +243,9 @@ func TestE2E(t *testing.T) {
 		}
 		w.subnets = subnets
 		waitProgrammed(t, w, name)
+		if err := l.LearnTunnelNeighbours(ctx); err != nil {
+			t.Fatal(err)
+		}
 		p, err := l.CreatePod(ctx, lab.PodSpec{Namespace: "default", Name: "d1", Node: name, Labels: map[string]string{"app": "d"}})
 		if err != nil {
 			t.Fatal(err)

@@ -195,9 +195,8 @@ func (l *Lab) waitControlPlane(ctx context.Context, p *proc.Process) error {
 	}
 }
 
-// warmUnderlay pings across the underlay from every node, which also makes each OVS learn its tunnel
-// neighbours before the first VXLAN packet (lab.md pitfall 5: the first packet to an unresolved neighbour
-// is dropped).
+// warmUnderlay pings across the underlay from every node: it proves the underlay and fills the kernels'
+// neighbour tables (OVS learns tunnel neighbours only later, see LearnTunnelNeighbours).
 func (l *Lab) warmUnderlay(ctx context.Context) error {
 	st, err := loadState(l.StateDir)
 	if err != nil {
@@ -213,6 +212,32 @@ func (l *Lab) warmUnderlay(ctx context.Context) error {
 				continue
 			}
 			if err := Ping(ctx, n.NetNS, t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// LearnTunnelNeighbours makes every node's OVS learn the underlay MAC of every other node, so the first
+// VXLAN packet to a node is not dropped while OVS resolves it (lab.md part A, pitfall 5). OVS learns
+// neighbours only by snooping ARP while native tunneling is on, i.e. once the agent has created vxlan0:
+// call this after the agents programmed their nodes. The kernel's cached entries are flushed first so the
+// pings really exchange ARP through br-ex.
+func (l *Lab) LearnTunnelNeighbours(ctx context.Context) error {
+	st, err := loadState(l.StateDir)
+	if err != nil {
+		return err
+	}
+	for _, n := range st.Nodes {
+		if err := ip(ctx, "-n", n.NetNS, "neigh", "flush", "dev", "br-ex"); err != nil {
+			return err
+		}
+		for _, peer := range st.Nodes {
+			if peer.Name == n.Name {
+				continue
+			}
+			if err := Ping(ctx, n.NetNS, peer.IP); err != nil {
 				return err
 			}
 		}

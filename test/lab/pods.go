@@ -228,6 +228,9 @@ func (l *Lab) cni(ctx context.Context, command string, ps PodState) (*types100.R
 	wait := 30 * time.Second
 	if command == "DEL" {
 		wait = 0
+	} else if l.AgentPID(ps.Node) == 0 {
+		return nil, fmt.Errorf("failed to run CNI ADD for pod %s/%s: no agent runs on %s (see %s)", ps.Namespace, ps.Name,
+			ps.Node, l.logFile("agent-"+ps.Node))
 	}
 	err := waitFor(ctx, wait, func() error {
 		var err error

@@ -61,6 +61,9 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 	if err := waitProgrammed(ctx, c, st.Nodes); err != nil {
 		return fmt.Errorf("failed to see every node Programmed (agents' logs: %s): %w", l.LogFile("agent-node1"), err)
 	}
+	if err := l.LearnTunnelNeighbours(ctx); err != nil {
+		return err
+	}
 	if subnets, err = l.WaitHostSubnets(ctx, 5*time.Second); err != nil {
 		return err
 	}
