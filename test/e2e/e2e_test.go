@@ -371,7 +371,7 @@ func TestE2E(t *testing.T) {
 
 	check(t, "flows deleted by hand are restored", func(t *testing.T) {
 		node2IP := lab.NodeIP(2).String()
-		matches := flowMatches(dumpFlows(t, w, "node1"), node2IP)
+		matches := lab.FlowMatches(dumpFlows(t, w, "node1"), node2IP)
 		if len(matches) == 0 {
 			t.Fatalf("node1 has no flow mentioning node2 (%s)", node2IP)
 		}
@@ -382,12 +382,12 @@ func TestE2E(t *testing.T) {
 			}
 		}
 		start := time.Now()
-		if left := flowMatches(dumpFlows(t, w, "node1"), node2IP); len(left) == len(matches) {
+		if left := lab.FlowMatches(dumpFlows(t, w, "node1"), node2IP); len(left) == len(matches) {
 			t.Fatalf("deleting %d flows by hand left all of them: %v", len(matches), left)
 		}
 		eventually(t, 30*time.Second, func() error {
 			now := map[string]bool{}
-			for _, m := range flowMatches(dumpFlows(t, w, "node1"), node2IP) {
+			for _, m := range lab.FlowMatches(dumpFlows(t, w, "node1"), node2IP) {
 				now[m] = true
 			}
 			for _, m := range matches {
@@ -481,31 +481,6 @@ func flowCount(t *testing.T, w *world, node string) int {
 		}
 	}
 	return n
-}
-
-// flowMatches returns "table=T,priority=P,<match>" of every flow whose line contains substr, in the form
-// `ovs-ofctl --strict del-flows` accepts.
-func flowMatches(dump, substr string) []string {
-	var out []string
-	for _, line := range strings.Split(dump, "\n") {
-		if !strings.Contains(line, "actions=") || !strings.Contains(line, substr) {
-			continue
-		}
-		head := strings.TrimSpace(line[:strings.Index(line, " actions=")])
-		var parts []string
-		table := "table=0"
-		for _, f := range strings.Split(head, ", ") {
-			switch {
-			case strings.HasPrefix(f, "cookie="):
-			case strings.HasPrefix(f, "table="):
-				table = f
-			default:
-				parts = append(parts, f)
-			}
-		}
-		out = append(out, table+","+strings.Join(parts, ","))
-	}
-	return out
 }
 
 func linkMTU(t *testing.T, netns, dev string) int {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -112,4 +113,30 @@ func (o OVS) startDaemon(ctx context.Context, name string, args ...string) error
 		return fmt.Errorf("failed to read the PID of %s in %s: %v", name, o.NetNS, err)
 	}
 	return nil
+}
+
+// FlowMatches returns, for every flow of an `ovs-ofctl --no-stats dump-flows` output whose line contains
+// substr, its "table=T,priority=P,<match>" in the form `ovs-ofctl --strict del-flows` accepts (a flow
+// printed without a table is in table 0).
+func FlowMatches(dump, substr string) []string {
+	var out []string
+	for _, line := range strings.Split(dump, "\n") {
+		i := strings.Index(line, " actions=")
+		if i < 0 || !strings.Contains(line, substr) {
+			continue
+		}
+		var parts []string
+		table := "table=0"
+		for _, f := range strings.Split(strings.TrimSpace(line[:i]), ", ") {
+			switch {
+			case strings.HasPrefix(f, "cookie="):
+			case strings.HasPrefix(f, "table="):
+				table = f
+			default:
+				parts = append(parts, f)
+			}
+		}
+		out = append(out, table+","+strings.Join(parts, ","))
+	}
+	return out
 }
