@@ -348,39 +348,6 @@ func (lab *liveLab) dial(t *testing.T, pod, addr string) (string, error) {
 	return strings.TrimSpace(string(b[:n])), err
 }
 
-// stepKinds lists the kinds of a trace's steps.
-func stepKinds(r *TraceResult) []string {
-	var out []string
-	for _, s := range r.Steps {
-		out = append(out, s.Kind)
-	}
-	return out
-}
-
-// ovsTables lists, per OVS step, the tables crossed on br0.
-func ovsTables(r *TraceResult) [][]int {
-	var out [][]int
-	for _, s := range r.Steps {
-		if s.Kind != StepOVS {
-			continue
-		}
-		var ts []int
-		for _, tb := range s.Tables {
-			if tb.Bridge == "br0" {
-				ts = append(ts, int(tb.Table))
-			}
-		}
-		out = append(out, ts)
-	}
-	return out
-}
-
-func traceText(r *TraceResult) string {
-	var b strings.Builder
-	WriteTrace(&b, r, false)
-	return b.String()
-}
-
 // LiveTraceCase is one traced packet and the hops it must take, shared with the lab's end-to-end tests.
 type liveTraceCase struct {
 	name      string
@@ -471,14 +438,14 @@ func liveTraceCases(lab *liveLab) []liveTraceCase {
 // checkLiveTrace asserts one case.
 func checkLiveTrace(t *testing.T, tc liveTraceCase, res *TraceResult) {
 	t.Helper()
-	text := traceText(res)
+	text := res.Text()
 	if res.Verdict != tc.verdict {
 		t.Fatalf("verdict %s, want %s\n%s", res.Verdict, tc.verdict, text)
 	}
-	if got := stepKinds(res); !slices.Equal(got, tc.kinds) {
+	if got := res.StepKinds(); !slices.Equal(got, tc.kinds) {
 		t.Errorf("steps %v, want %v\n%s", got, tc.kinds, text)
 	}
-	if got := ovsTables(res); fmt.Sprint(got) != fmt.Sprint(tc.tables) {
+	if got := res.OVSTables(); fmt.Sprint(got) != fmt.Sprint(tc.tables) {
 		t.Errorf("OVS tables %v, want %v\n%s", got, tc.tables, text)
 	}
 	for _, w := range tc.contains {
@@ -517,6 +484,7 @@ func TestLiveTwoNodes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Logf("vxflowctl trace %+v:\n%s", tc.req, res.Text())
 			checkLiveTrace(t, tc, res)
 		})
 	}

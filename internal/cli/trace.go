@@ -338,7 +338,7 @@ func (c *cluster) resolveSender(from, ns, entryNode string) (*sender, error) {
 	if n == nil {
 		return nil, fmt.Errorf("failed to resolve --node %s: no HostSubnet of that name", entryNode)
 	}
-	return &sender{kind: senderExternal, node: n, ip: ip, label: "client " + ip.String() + " outside the cluster, arriving at node " + n.name}, nil
+	return &sender{kind: senderExternal, node: n, ip: ip, label: "client " + ip.String() + " (outside the cluster)"}, nil
 }
 
 func (c *cluster) podSender(p *corev1.Pod, from string) (*sender, error) {
@@ -572,11 +572,49 @@ func Trace(ctx context.Context, req TraceRequest, st *ClusterState, access nodea
 	pkt := TracePacket{Proto: proto.String(), Src: srcIP, Dst: dst.ip, SrcPort: req.SrcPort, DstPort: dst.port}
 	w.res.Packet = pkt
 	w.client = pkt
+	if src.kind == senderExternal {
+		w.res.Source += ", entering at node " + src.node.name
+	}
 	if err := w.walk(src, pkt); err != nil {
 		return nil, err
 	}
 	w.summarizeReply()
 	return w.res, nil
+}
+
+// StepKinds lists the kinds of the steps in order, for tests that assert the hops of a walk.
+func (r *TraceResult) StepKinds() []string {
+	out := make([]string, 0, len(r.Steps))
+	for _, s := range r.Steps {
+		out = append(out, s.Kind)
+	}
+	return out
+}
+
+// OVSTables lists, for each OVS step in order, the br0 tables the packet crossed, for tests that assert the
+// hops of a walk.
+func (r *TraceResult) OVSTables() [][]int {
+	var out [][]int
+	for _, s := range r.Steps {
+		if s.Kind != StepOVS {
+			continue
+		}
+		ts := []int{}
+		for _, t := range s.Tables {
+			if t.TableName != "" {
+				ts = append(ts, int(t.Table))
+			}
+		}
+		out = append(out, ts)
+	}
+	return out
+}
+
+// Text returns the trace as vxflowctl prints it.
+func (r *TraceResult) Text() string {
+	var b strings.Builder
+	WriteTrace(&b, r, false)
+	return b.String()
 }
 
 // maxTraceHops bounds the node traversals of one walk (a loop would otherwise never end).
@@ -1148,8 +1186,10 @@ func routeArgs(q nodeaccess.RouteQuery) []string {
 	return a
 }
 
+// firstLine returns the first line of a tool's output; `ip -o` separates its continuation lines with "\".
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
+	l, _, _ = strings.Cut(l, "\\")
 	return strings.Join(strings.Fields(l), " ")
 }
 
