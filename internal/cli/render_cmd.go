@@ -127,7 +127,14 @@ the exit status is 1 when the node changes, 0 when it does not.`,
 	_ = cmd.RegisterFlagCompletionFunc("datapath", fixedCompletion(string(model.DatapathNetdev), string(model.DatapathSystem)))
 	_ = cmd.RegisterFlagCompletionFunc("only", fixedCompletion(SectionAll, SectionOpenFlow, SectionNFTables))
 	_ = cmd.RegisterFlagCompletionFunc("node", func(*cobra.Command, []string, string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		st, err := LoadManifests(append(o.files.before, o.files.after...), nil)
+		// Cobra parses the flags twice before completing, so every -f was recorded twice.
+		var paths []string
+		for _, p := range append(o.files.before, o.files.after...) {
+			if !slices.Contains(paths, p) {
+				paths = append(paths, p)
+			}
+		}
+		st, err := LoadManifests(paths, nil)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

@@ -58,6 +58,7 @@ const (
 	StepHost     = "host"
 	StepEgress   = "egress"
 	StepDrop     = "drop"
+	StepError    = "error"
 )
 
 // Verdicts of a TraceResult.
@@ -66,6 +67,7 @@ const (
 	VerdictDropped     = "dropped"
 	VerdictToHost      = "delivered-to-host"
 	VerdictLeftCluster = "left-cluster"
+	VerdictIncomplete  = "incomplete"
 )
 
 // TraceResult is the packet's walk, step by step.
@@ -85,6 +87,9 @@ type TraceResult struct {
 	DeliveredTo string `json:"deliveredTo,omitempty"`
 	// Drop says where and why the packet was dropped.
 	Drop *TraceDrop `json:"drop,omitempty"`
+	// Incomplete says why the walk stopped before the packet's fate was known (a node that could not be
+	// read).
+	Incomplete string `json:"incomplete,omitempty"`
 	// Reply summarises the way back.
 	Reply []string `json:"reply,omitempty"`
 	// Warnings are things worth knowing that did not stop the packet.
@@ -673,7 +678,8 @@ func (w *walker) walk(src *sender, pkt TracePacket) error {
 	case senderPod:
 		port, err := w.podPort(src.node, src.ip)
 		if err != nil {
-			return err
+			w.incomplete(src.node.name, err)
+			return nil
 		}
 		mac := model.PodMAC(src.ip).String()
 		s := w.step(TraceStep{Node: src.node.name, Kind: StepSource, Title: fmt.Sprintf("%s sends %s", src.label, pkt)})
@@ -703,13 +709,24 @@ func (w *walker) walk(src *sender, pkt TracePacket) error {
 		} else {
 			next, pkt, err = w.host(pos, pkt)
 		}
-		if err != nil || next == nil {
-			return err
+		if err != nil {
+			w.incomplete(pos.node.name, err)
+			return nil
+		}
+		if next == nil {
+			return nil
 		}
 		pos = *next
 	}
 	w.dropped(pos.node.name, "", "", fmt.Sprintf("the walk crossed %d nodes without arriving: a forwarding loop?", maxTraceHops))
 	return nil
+}
+
+// incomplete ends a walk that could not read a node's state (its agent or OVS is down, the access has no
+// way to reach it): the steps so far stand, and the result says where the walk stopped and why.
+func (w *walker) incomplete(node string, err error) {
+	w.res.Verdict, w.res.Incomplete = VerdictIncomplete, err.Error()
+	w.step(TraceStep{Node: node, Kind: StepError, Title: "could not follow the packet on node " + node, Lines: []string{err.Error()}})
 }
 
 func (w *walker) dropped(node, where, rule, reason string) {
@@ -777,7 +794,10 @@ func (w *walker) ovs(pos position, pkt TracePacket) (*position, TracePacket, err
 		if o.DropHop != nil {
 			where = fmt.Sprintf("br0 table %d %s", o.DropHop.Table, openflow.TableName(o.DropHop.Table))
 			if !o.DropHop.NoMatch {
-				rule = fmt.Sprintf("priority=%d,%s actions=drop", o.DropHop.Priority, o.DropHop.Match)
+				rule = strings.TrimSuffix(fmt.Sprintf("table=%d,priority=%d,%s", o.DropHop.Table, o.DropHop.Priority, o.DropHop.Match), ",") + " actions=drop"
+				if c := o.DropHop.Cookie; c != 0 {
+					rule = fmt.Sprintf("cookie=%#x,%s (%s)", c, rule, w.cookieOwner(c))
+				}
 			}
 		}
 		w.dropped(node.name, where, rule, w.ovsDropWhy(pos, pkt, o))
@@ -1237,8 +1257,11 @@ func nftLines(r *NFTResult) []string {
 // where conntrack undoes the NAT, and how the answer reaches the sender.
 func (w *walker) summarizeReply() {
 	r := w.res
-	if r.Verdict == VerdictDropped || r.Verdict == "" {
+	switch r.Verdict {
+	case VerdictDropped:
 		r.Reply = []string{"none: the packet never arrives"}
+		return
+	case VerdictIncomplete, "":
 		return
 	}
 	f := w.final

@@ -64,7 +64,8 @@ Node state is read where it lives, through --access:
 The nftables walk follows the node's live table (nft list table ip vxflow) and falls back to the table
 rendered from the API objects, saying so. Load balancing is not random in a trace: --endpoint picks the
 endpoint to follow, else the first candidate; every candidate is listed with its probability.
-The exit status is 1 when the packet is dropped.`,
+The exit status is 1 when the packet is dropped, or when a node on the way could not be read (the walk
+is then incomplete and says where it stopped).`,
 		Example: `  # Pod to pod across nodes (the lab: node state in network namespaces)
   vxflowctl trace --access-file /tmp/vxflow-lab/access.yaml --from demo/client --to demo/web-0:8080
 
@@ -139,7 +140,7 @@ func runTrace(cmd *cobra.Command, s Streams, g *globalOptions, o *traceOptions) 
 	} else {
 		WriteTrace(s.Out, res, o.raw)
 	}
-	if err == nil && res.Verdict == VerdictDropped {
+	if err == nil && (res.Verdict == VerdictDropped || res.Verdict == VerdictIncomplete) {
 		return &ExitError{Code: 1}
 	}
 	return err

@@ -29,6 +29,8 @@ func WriteTrace(w io.Writer, r *TraceResult, raw bool) {
 	}
 	fmt.Fprintln(w)
 	switch {
+	case r.Verdict == VerdictIncomplete:
+		fmt.Fprintf(w, "Result: INCOMPLETE: %s\n", r.Incomplete)
 	case r.Drop != nil:
 		fmt.Fprintf(w, "Result: DROPPED on node %s at %s\n", r.Drop.Node, r.Drop.Where)
 		if r.Drop.Rule != "" {

@@ -65,11 +65,12 @@ const DefaultBridge = "br0"
 // NFTTableName is vxflow's nftables table (family ip).
 const NFTTableName = "vxflow"
 
+// The patterns never let a value start with "-", so that none can be read as an option.
 var (
-	bridgeRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,15}$`)
-	flowRE   = regexp.MustCompile(`^[A-Za-z0-9_.:,=/\[\]+-]+$`)
+	bridgeRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$`)
+	flowRE   = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.:,=/\[\]+-]*$`)
 	ctNextRE = regexp.MustCompile(`^[a-z,+|-]{1,64}$`)
-	ifaceRE  = regexp.MustCompile(`^[A-Za-z0-9_.@-]{1,15}$`)
+	ifaceRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}$`)
 )
 
 // maxFlowLen bounds the flow of one trace.
