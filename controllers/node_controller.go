@@ -53,7 +53,8 @@ func (r *NodeReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 		For(&corev1.Node{}, builder.WithPredicates(nodeChanged())).
 		Watches(&vxflowv1alpha1.HostSubnet{}, &handler.EnqueueRequestForObject{},
 			builder.WithPredicates(hostSubnetSpecChanged())).
-		Watches(&vxflowv1alpha1.ClusterNetwork{}, handler.EnqueueRequestsFromMapFunc(r.nodesWithoutSubnet)).
+		Watches(&vxflowv1alpha1.ClusterNetwork{}, handler.EnqueueRequestsFromMapFunc(r.nodesWithoutSubnet),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }

@@ -162,6 +162,11 @@ func (p *Pool) clusterNetworkChanged(obj any, deleted bool) {
 		return
 	}
 	p.mu.Lock()
+	if !deleted && p.present && cn.Generation == p.generation {
+		// A status write (ours) or a metadata change: the ranges are what they were.
+		p.mu.Unlock()
+		return
+	}
 	before := p.loserSet()
 	var n network
 	var err error
