@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	vxflowv1alpha1 "github.com/vxflow/vxflow/api/v1alpha1"
+	"github.com/vxflow/vxflow/internal/cli"
 	"github.com/vxflow/vxflow/internal/render/nftables"
 	"github.com/vxflow/vxflow/test/lab"
 )
@@ -186,6 +187,44 @@ func TestE2E(t *testing.T) {
 		expectEventually(t, w.from("a1"), fmt.Sprintf("http://%s:%d/", seedLBIP, seedPort), seedPod, 10*time.Second)
 		if w.seed != nil {
 			expect(t, w.from("a1"), fmt.Sprintf("http://%s:%d/", w.seed.Spec.ClusterIP, seedPort), seedPod)
+		}
+	})
+
+	check(t, "vxflowctl trace walks the seed: DNAT on node1, VXLAN to node2, delivered", func(t *testing.T) {
+		cfg, err := l.RESTConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := cli.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := cli.LoadLiveState(ctx, cc, cli.LiveOptions{Workloads: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		access, err := l.NodeAccess()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := cli.Trace(ctx, cli.TraceRequest{From: lab.ExternalIP.String(), To: fmt.Sprintf("%s:%d", seedLBIP, seedPort), Node: "node1"}, st, access)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{cli.StepSource, cli.StepNFTables, cli.StepRoute, cli.StepOVS, cli.StepVXLAN, cli.StepOVS, cli.StepDeliver}
+		if got := res.StepKinds(); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("trace steps %v, want %v:\n%s", got, want, res.Text())
+		}
+		if res.Verdict != cli.VerdictDelivered || !strings.Contains(res.DeliveredTo, seedNamespace+"/"+seedPod) {
+			t.Errorf("trace verdict %s to %q, want delivered to %s/%s:\n%s", res.Verdict, res.DeliveredTo, seedNamespace, seedPod, res.Text())
+		}
+		for _, s := range res.Steps {
+			if s.Kind == cli.StepVXLAN && (s.Node != "node1" || !strings.Contains(strings.Join(s.Lines, " "), lab.NodeIP(2).String())) {
+				t.Errorf("VXLAN step on %q says %q, want node1 tunnelling to node2 %s", s.Node, s.Lines, lab.NodeIP(2))
+			}
+		}
+		for _, w := range res.Warnings {
+			note("vxflowctl trace warned on a steady lab: %s", w)
 		}
 	})
 

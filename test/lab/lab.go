@@ -125,6 +125,9 @@ func (l *Lab) up(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := l.writeAccessFile(); err != nil {
+		return err
+	}
 	l.logf("Created %d nodes with Open vSwitch (userspace datapath) in %s", l.Nodes, since(start))
 	if err := l.waitControlPlane(ctx, cp); err != nil {
 		return err

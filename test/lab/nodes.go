@@ -79,6 +79,9 @@ func (l *Lab) AddNode(ctx context.Context) (string, error) {
 	if err := l.createNodeNetwork(ctx, i); err != nil {
 		return name, err
 	}
+	if err := l.writeAccessFile(); err != nil {
+		return name, err
+	}
 	if err := l.registerNode(ctx, i); err != nil {
 		return name, err
 	}
@@ -137,6 +140,9 @@ func (l *Lab) RemoveNode(ctx context.Context, name string) error {
 		s.Nodes = slices.DeleteFunc(s.Nodes, func(n NodeState) bool { return n.Name == name })
 		return nil
 	}); err != nil {
+		return err
+	}
+	if err := l.writeAccessFile(); err != nil {
 		return err
 	}
 	l.logf("Removed node %s", name)

@@ -122,11 +122,12 @@ func (l *Lab) ExecTarget(target string) (string, []string, error) {
 	return "", nil, fmt.Errorf("target %q names several pods: use namespace/name", target)
 }
 
-// ExecEnv is the environment of commands a person runs in the lab: the admin's KUBECONFIG and the control
-// plane's kubectl and vxflow's binaries on PATH.
+// ExecEnv is the environment of commands a person runs in the lab: the admin's KUBECONFIG, vxflowctl's
+// node access file, and the control plane's kubectl and vxflow's binaries on PATH.
 func (l *Lab) ExecEnv() []string {
 	return []string{
 		"KUBECONFIG=" + controlplane.KubeconfigPath(l.StateDir, "admin"),
+		"VXFLOWCTL_ACCESS_FILE=" + l.AccessFile(),
 		"PATH=" + l.BinDir + ":" + l.K8sBinDir + ":" + os.Getenv("PATH"),
 	}
 }

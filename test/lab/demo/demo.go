@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -129,7 +131,57 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 			from.who, lbURL, body, seen, time.Since(start).Round(10*time.Millisecond))
 	}
 
-	p.section("5. The walk, read from the live state (external client -> " + LBIP + ":8080 -> pod on node2)")
+	entryGW := gateway(subnets[EntryNode])
+	ext := l.ExternalNetNS()
+	walked := false
+	if _, err := os.Stat(filepath.Join(l.BinDir, "vxflowctl")); err == nil {
+		p.section("5. The walk, as `vxflowctl trace` tells it from the live cluster")
+		walked = true
+		for _, args := range [][]string{
+			{"--from", lab.ExternalIP.String(), "--to", fmt.Sprintf("%s:%d", LBIP, Port), "--node", EntryNode},
+			{"--from", "default/" + ClientPod, "--to", fmt.Sprintf("%s:%d", LBIP, Port)},
+		} {
+			p.line("$ vxflowctl trace %s", strings.Join(args, " "))
+			out, err := ctlTrace(ctx, l, args)
+			p.block(out)
+			if err != nil {
+				p.line("(vxflowctl trace failed: %v)", err)
+				walked = false
+			}
+		}
+	}
+	if !walked {
+		p.section("5. The walk, read from the live state (external client -> " + LBIP + ":8080 -> pod on node2)")
+		ownWalk(ctx, l, &p, subnets, backend)
+	}
+
+	p.section("6. What the packets really did (tcpdump on node2's underlay, MTU, conntrack on node1)")
+	capture := captureVXLAN(ctx, l, PodNode, func() { _, _, _ = request(ctx, ext, lbURL) })
+	p.hop("underlay", fmt.Sprintf("VXLAN (UDP %d) from node1 %s to node2 %s, as tcpdump on node2's ul0 saw it", lab.VXLANPort, lab.NodeIP(1), lab.NodeIP(2)),
+		capture...)
+	podMTU, _ := lab.LinkMTU(ctx, backend.NetNS, "eth0")
+	ulMTU, _ := lab.LinkMTU(ctx, l.NetNS(PodNode), "ul0")
+	p.hop("MTU", fmt.Sprintf("pods and tun0 use %d: %d + 50 bytes of VXLAN/UDP/IP/Ethernet = the underlay's %d", podMTU, podMTU, ulMTU))
+	ct, _ := lab.RunIn(ctx, l.NetNS(EntryNode), "conntrack", "-L", "-p", "tcp", "-d", LBIP)
+	p.hop("reply", fmt.Sprintf("the pod answers %s (node1's tun0), so the reply goes back over VXLAN to node1, whose conntrack "+
+		"restores %s:%d as its source and sends it to the external client", entryGW, LBIP, Port), firstN(ct, 2)...)
+
+	p.section("Explore")
+	name := l.Name
+	p.line("bin/vxflow-lab --name %s status                                 what runs where", name)
+	p.line("bin/vxflow-lab --name %s kubectl get nodes,hostsubnets,pods -A -o wide", name)
+	p.line("bin/vxflow-lab --name %s exec node1 -- ovs-ofctl -O OpenFlow13 dump-flows br0", name)
+	p.line("bin/vxflow-lab --name %s exec node1 -- nft list table ip %s", name, nftables.TableName)
+	p.line("bin/vxflow-lab --name %s exec ext -- curl -s %s/client", name, lbURL)
+	p.line("bin/vxflow-lab --name %s exec client -- curl -s http://%s:%d/", name, svc.Spec.ClusterIP, Port)
+	p.line("bin/vxflow-lab --name %s pod add web2 --node node3 -l app=%s -n %s   a second endpoint", name, Service, Namespace)
+	p.line("bin/vxflow-lab --name %s exec node2 -- tcpdump -ni ul0 udp port %d", name, lab.VXLANPort)
+	p.line("make demo-down                                                   remove everything (docs/lab.md)")
+	return p.err
+}
+
+// ownWalk explains the seed's walk from the live nft, routing and OVS state, for when vxflowctl is missing.
+func ownWalk(ctx context.Context, l *lab.Lab, p *printer, subnets map[string]vxflowv1alpha1.HostSubnet, backend *lab.Pod) {
 	entryGW := gateway(subnets[EntryNode])
 	ext := l.ExternalNetNS()
 	route, _ := lab.RunIn(ctx, ext, "ip", "route", "get", LBIP)
@@ -155,9 +207,6 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 		p.hop("node1 br0 (OpenFlow)", fmt.Sprintf("the remote subnet %s belongs to node2: set tun_dst=%s and send out vxlan0",
 			subnets[PodNode].Spec.Subnet, lab.NodeIP(2)), traceLines(trace1, "set_field", "tunneling")...)
 	}
-	capture := captureVXLAN(ctx, l, PodNode, func() { _, _, _ = request(ctx, ext, lbURL) })
-	p.hop("underlay", fmt.Sprintf("VXLAN (UDP %d) from node1 %s to node2 %s, as tcpdump on node2's ul0 saw it", lab.VXLANPort, lab.NodeIP(1), lab.NodeIP(2)),
-		capture...)
 	n2 := l.NodeOVS(PodNode)
 	trace2, err := n2.Run(ctx, "ovs-appctl", "ofproto/trace", "br0",
 		fmt.Sprintf("in_port=vxlan0,tun_src=%s,tun_dst=%s,tun_id=0,tcp,nw_src=%s,nw_dst=%s,tp_src=40000,tp_dst=%d",
@@ -167,25 +216,18 @@ func Run(ctx context.Context, l *lab.Lab, w io.Writer) error {
 	} else {
 		p.hop("node2 br0 (OpenFlow)", "accepted from a known node IP, delivered to the pod's port", traceLines(trace2, "output")...)
 	}
-	podMTU, _ := lab.LinkMTU(ctx, backend.NetNS, "eth0")
-	ulMTU, _ := lab.LinkMTU(ctx, l.NetNS(PodNode), "ul0")
-	p.hop("MTU", fmt.Sprintf("pods and tun0 use %d: %d + 50 bytes of VXLAN/UDP/IP/Ethernet = the underlay's %d", podMTU, podMTU, ulMTU))
-	ct, _ := lab.RunIn(ctx, l.NetNS(EntryNode), "conntrack", "-L", "-p", "tcp", "-d", LBIP)
-	p.hop("reply", fmt.Sprintf("the pod answers %s (node1's tun0), so the reply goes back over VXLAN to node1, whose conntrack "+
-		"restores %s:%d as its source and sends it to the external client", entryGW, LBIP, Port), firstN(ct, 2)...)
+}
 
-	p.section("Explore")
-	name := l.Name
-	p.line("bin/vxflow-lab --name %s status                                 what runs where", name)
-	p.line("bin/vxflow-lab --name %s kubectl get nodes,hostsubnets,pods -A -o wide", name)
-	p.line("bin/vxflow-lab --name %s exec node1 -- ovs-ofctl -O OpenFlow13 dump-flows br0", name)
-	p.line("bin/vxflow-lab --name %s exec node1 -- nft list table ip %s", name, nftables.TableName)
-	p.line("bin/vxflow-lab --name %s exec ext -- curl -s %s/client", name, lbURL)
-	p.line("bin/vxflow-lab --name %s exec client -- curl -s http://%s:%d/", name, svc.Spec.ClusterIP, Port)
-	p.line("bin/vxflow-lab --name %s pod add web2 --node node3 -l app=%s -n %s   a second endpoint", name, Service, Namespace)
-	p.line("bin/vxflow-lab --name %s exec node2 -- tcpdump -ni ul0 udp port %d", name, lab.VXLANPort)
-	p.line("make demo-down                                                   remove everything (docs/lab.md)")
-	return p.err
+// ctlTrace runs `vxflowctl trace` in the control plane's namespace with the admin's kubeconfig and the
+// lab's node access file.
+func ctlTrace(ctx context.Context, l *lab.Lab, args []string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	argv := append([]string{"netns", "exec", l.ControlPlaneNetNS(), filepath.Join(l.BinDir, "vxflowctl"), "trace"}, args...)
+	cmd := exec.CommandContext(ctx, "ip", argv...)
+	cmd.Env = append(os.Environ(), l.ExecEnv()...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // request GETs url and url/client from netns: the answer and the client address the backend saw.
@@ -328,6 +370,13 @@ func (p *printer) printf(format string, a ...any) {
 		return
 	}
 	_, p.err = fmt.Fprintf(p.w, format, a...)
+}
+
+// block prints a tool's output indented.
+func (p *printer) block(text string) {
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		p.printf("     %s\n", line)
+	}
 }
 
 func (p *printer) section(title string)         { p.printf("\n== %s\n", title) }

@@ -134,6 +134,22 @@ The lab's name (default vxl, or $LAB) prefixes every namespace; its state is in 
 		},
 	}
 
+	ctl := &cobra.Command{
+		Use:   "ctl [ARGS...]",
+		Short: "Run vxflowctl against the lab (admin kubeconfig, node access through the namespaces)",
+		Example: `  vxflow-lab ctl status
+  vxflow-lab ctl trace --from 192.168.100.100 --to 10.10.12.208:8080 --node node1
+  vxflow-lab ctl trace --from default/client --to svc/almighty5:web -n almighty`,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			return runInteractive(l.ControlPlaneNetNS(), l.ExecEnv(), append([]string{filepath.Join(l.BinDir, "vxflowctl")}, args...))
+		},
+	}
+
 	nodeCmd := &cobra.Command{Use: "node", Short: "Add or remove nodes"}
 	nodeCmd.AddCommand(&cobra.Command{
 		Use: "add", Short: "Add the next node (namespace, OVS, Node object, agent)", Args: cobra.NoArgs,
@@ -313,7 +329,7 @@ The lab's name (default vxl, or $LAB) prefixes every namespace; its state is in 
 	serveCmd.Flags().StringVar(&serveName, "name", "", "name to answer")
 	serveCmd.Flags().StringSliceVar(&serveListen, "listen", []string{":8080"}, "addresses to listen on")
 
-	root.AddCommand(up, down, status, execCmd, kubectl, nodeCmd, agentCmd, controllerCmd, podCmd, endpoints, vswitchd, demoCmd, cpCmd, serveCmd)
+	root.AddCommand(up, down, status, execCmd, kubectl, ctl, nodeCmd, agentCmd, controllerCmd, podCmd, endpoints, vswitchd, demoCmd, cpCmd, serveCmd)
 	return root
 }
 
