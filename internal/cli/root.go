@@ -77,11 +77,19 @@ func NewRootCommand(s Streams) *cobra.Command {
 
 Exit status: 0 success; 1 render --diff found a change, or status found a problem with --exit-code,
 or trace found the packet dropped; 2 an error.`,
+		Example: `  # What node1 should run, from manifests
+  vxflowctl render --node node1 -f manifests/
+
+  # Which nodes are not programmed
+  vxflowctl status
+
+  # Where a packet from a pod to a Service goes, hop by hop
+  vxflowctl trace --from demo/client --to svc/web:http -n demo
+
+  # Shell completion (bash; also zsh and fish)
+  source <(vxflowctl completion bash)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		CompletionOptions: cobra.CompletionOptions{
-			HiddenDefaultCmd: false,
-		},
 	}
 	root.SetIn(s.In)
 	root.SetOut(s.Out)
