@@ -1074,15 +1074,19 @@ func (w *walker) ruleset(n *traceNode, s *TraceStep) *nftables.Ruleset {
 	return rs
 }
 
-// cloneForCompare prints a ruleset with sorted elements, for a comparison that ignores element order.
+// cloneForCompare prints a ruleset with its sets, chains and elements sorted, for a comparison that ignores
+// the order the kernel lists them in (hash order for elements, creation order for the sets and chains that
+// later partial syncs added).
 func cloneForCompare(rs *nftables.Ruleset) string {
-	cp := &nftables.Ruleset{Chains: rs.Chains}
+	cp := &nftables.Ruleset{Chains: slices.Clone(rs.Chains)}
 	for _, s := range rs.Sets {
 		c := *s
 		c.Elements = slices.Clone(s.Elements)
 		cp.Sets = append(cp.Sets, &c)
 	}
 	normalise(cp)
+	slices.SortStableFunc(cp.Sets, func(a, b *nftables.Set) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortStableFunc(cp.Chains, func(a, b *nftables.Chain) int { return strings.Compare(a.Name, b.Name) })
 	return cp.String()
 }
 

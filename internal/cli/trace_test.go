@@ -13,6 +13,7 @@ import (
 
 	"github.com/vxflow/vxflow/internal/cli/nodeaccess"
 	"github.com/vxflow/vxflow/internal/model"
+	"github.com/vxflow/vxflow/internal/render/nftables"
 )
 
 // replayAccess is a fake node access for unit tests of the walk: it answers ofproto/trace with the outputs
@@ -189,6 +190,51 @@ func TestTraceReplay(t *testing.T) {
 			b, err := json.Marshal(res)
 			if err != nil || !json.Valid(b) {
 				t.Errorf("JSON: %v", err)
+			}
+		})
+	}
+}
+
+// TestTraceLiveTableComparison checks the warning about a node whose table differs from the API objects: a
+// listing in another order (the kernel's hash order, chains added by later partial syncs) is the same table,
+// a missing element is not.
+func TestTraceLiveTableComparison(t *testing.T) {
+	traces := map[string]string{"node1/3": "pod-to-service-node1", "node1/2": "tun0-to-remote-pod-node1", "node2/1": "pod-to-remote-pod-node2"}
+	req := TraceRequest{From: "demo/client", To: "svc/web", Namespace: "demo"}
+	for _, tc := range []struct {
+		name     string
+		edit     func(rs *nftables.Ruleset)
+		warnings int
+	}{
+		{"reordered chains, sets and elements", func(rs *nftables.Ruleset) {
+			slices.Reverse(rs.Chains)
+			slices.Reverse(rs.Sets)
+			for _, s := range rs.Sets {
+				slices.Reverse(s.Elements)
+			}
+		}, 0},
+		{"a ClusterIP element missing", func(rs *nftables.Ruleset) {
+			for _, s := range rs.Sets {
+				if s.Name == "cluster-ips" {
+					s.Elements = nil
+				}
+			}
+		}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, access := replayLab(t, traces)
+			ns, err := RenderNode(st, RenderOptions{Node: "node1", Datapath: model.DatapathNetdev, UnderlayMTU: 1500})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(ns.Ruleset)
+			access.nft["node1"] = ns.Ruleset.String()
+			res, err := Trace(context.Background(), req, st, access)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Verdict != VerdictDelivered || len(res.Warnings) != tc.warnings {
+				t.Errorf("verdict %s, warnings %q, want delivered with %d warnings", res.Verdict, res.Warnings, tc.warnings)
 			}
 		})
 	}
