@@ -1274,10 +1274,10 @@ func (w *walker) summarizeReply() {
 	clientEnd := fmt.Sprintf("%s", netip.AddrPortFrom(w.client.Src, w.client.SrcPort))
 	toClient := func(n *traceNode) string {
 		switch {
-		case w.origin != nil && w.origin.subnet.Contains(w.client.Src):
-			return fmt.Sprintf("node %s routes it via tun0 into br0 (in_port 2, tables 0, 30, 70, 80) to the sender's port", n.name)
 		case w.origin != nil && (w.client.Src == w.origin.hostIP || w.client.Src == w.origin.gateway):
 			return fmt.Sprintf("it is for node %s itself: the local socket receives it", n.name)
+		case w.origin != nil && w.origin.subnet.Contains(w.client.Src):
+			return fmt.Sprintf("node %s routes it via tun0 into br0 (in_port 2, tables 0, 30, 70, 80) to the sender's port", n.name)
 		}
 		return fmt.Sprintf("node %s routes it out of its underlay to %s", n.name, w.client.Src)
 	}

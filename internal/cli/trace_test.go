@@ -127,6 +127,17 @@ func TestTraceReplay(t *testing.T) {
 				"the packet becomes 172.30.0.80:80 -> 10.128.0.10:40000"},
 		},
 		{
+			name:    "the node's host network to a ClusterIP (output hook)",
+			req:     TraceRequest{From: "node/node1", To: "svc/web:80", Namespace: "demo"},
+			traces:  map[string]string{"node1/2": "tun0-to-remote-pod-node1", "node2/1": "pod-to-remote-pod-node2"},
+			verdict: VerdictDelivered,
+			kinds:   []string{StepSource, StepNFTables, StepRoute, StepOVS, StepVXLAN, StepOVS, StepDeliver},
+			tables:  [][]int{{0, 30, 90}, {0, 10, 30, 70, 80}},
+			contains: []string{"node node1's host network sends tcp 10.128.0.1:40000 -> 172.30.0.80:80",
+				"from a local process: nftables", "output nat-output: jump services", "DNAT 172.30.0.80:80 -> 10.128.2.20:8080",
+				"it is for node node1 itself: the local socket receives it"},
+		},
+		{
 			name:     "spoofed source",
 			req:      TraceRequest{From: "pod/client", Namespace: "demo", To: "10.128.2.20:8080", SrcIP: "10.128.0.99"},
 			traces:   map[string]string{"node1/3": "spoofed-source-node1"},
