@@ -23,6 +23,7 @@ import (
 
 	"github.com/vxflow/vxflow/internal/agent"
 	"github.com/vxflow/vxflow/internal/apply/ovs"
+	"github.com/vxflow/vxflow/internal/cli/nodeaccess"
 	"github.com/vxflow/vxflow/internal/model"
 )
 
@@ -35,6 +36,7 @@ type options struct {
 	metricsAddr                                string
 	minSyncInterval, syncPeriod, statusRefresh time.Duration
 	verbosity                                  int
+	debugEndpoints                             bool
 }
 
 func main() {
@@ -77,6 +79,7 @@ socket, and reports Programmed on its HostSubnet. Metrics and /healthz are serve
 	f.DurationVar(&o.minSyncInterval, "min-sync-interval", 100*time.Millisecond, "shortest time between two syncs; changes inside it are applied together")
 	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs: how soon drift (a flow or rule changed by hand) is repaired")
 	f.DurationVar(&o.statusRefresh, "status-refresh", time.Minute, "how often a steady node rewrites its HostSubnet status")
+	f.BoolVar(&o.debugEndpoints, "debug-endpoints", true, "serve the read-only /debug/trace, /debug/flows, /debug/nftables and /debug/route endpoints that `vxflowctl trace --access agent` uses")
 	f.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity")
 	cmd.AddCommand(newInstallCNICommand())
 	return cmd
@@ -154,7 +157,14 @@ func run(parent context.Context, o *options) error {
 	logger.Info("Starting the node agent", "node", o.nodeName, "nodeIP", nodeIP, "datapath", dp, "podsOnBridge", len(seeded))
 	go deps.writeConfListWhenReady(ctx, a)
 	if o.metricsAddr != "" {
-		srv := &http.Server{Addr: o.metricsAddr, Handler: agent.HTTPHandler(a, reg), ReadHeaderTimeout: 5 * time.Second}
+		var extra []func(*http.ServeMux)
+		if o.debugEndpoints {
+			// Read-only: ofproto/trace, the flow dump, the nftables listing and route lookups of this node.
+			extra = append(extra, func(mux *http.ServeMux) {
+				nodeaccess.Register(mux, &nodeaccess.Exec{Default: nodeaccess.ExecNode{Env: map[string]string{"OVS_RUNDIR": o.ovsRunDir}}})
+			})
+		}
+		srv := &http.Server{Addr: o.metricsAddr, Handler: agent.HTTPHandler(a, reg, extra...), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				logger.Error(err, "Failed to serve metrics", "address", o.metricsAddr)

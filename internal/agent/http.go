@@ -9,9 +9,13 @@ import (
 )
 
 // HTTPHandler serves /metrics, /healthz (the process answers), /readyz (the node converged and the last
-// sync succeeded) and /debug/view (the node's current model, for vxflowctl).
-func HTTPHandler(a *Agent, reg *prometheus.Registry) http.Handler {
+// sync succeeded) and /debug/view (the node's current model, for vxflowctl); extra adds more endpoints,
+// such as the read-only node access that `vxflowctl trace --access agent` uses.
+func HTTPHandler(a *Agent, reg *prometheus.Registry, extra ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
+	for _, register := range extra {
+		register(mux)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
