@@ -56,7 +56,12 @@ control-plane: ## Build kube-apiserver, etcd, kubectl and kube-proxy into bin/k8
 ##@ Test
 
 .PHONY: test
-test: control-plane verify vet ## Unit, envtest and (as root) integration tests against the real components.
+test: control-plane cnitool verify vet build ## Everything: unit, envtest, (as root) real OVS/nftables/CNI tests, then the e2e lab suite.
+	hack/test.sh $(TEST_FLAGS)
+	hack/e2e.sh
+
+.PHONY: test-go
+test-go: control-plane cnitool ## The Go tests only (unit, envtest, real OVS/nftables/CNI as root), without the lab.
 	hack/test.sh $(TEST_FLAGS)
 
 .PHONY: test-unit
