@@ -71,7 +71,8 @@ func measureScale(t *testing.T, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := startController(t, controllerOpts{identity: fmt.Sprintf("scale-%d", n)})
+	workers, _ := strconv.Atoi(os.Getenv("VXFLOW_SCALE_WORKERS")) // 0: the default
+	stop := startController(t, controllerOpts{identity: fmt.Sprintf("scale-%d", n), workers: workers})
 	defer stop()
 
 	mu.Lock()

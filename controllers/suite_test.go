@@ -139,6 +139,7 @@ func resetCluster(t *testing.T) {
 type controllerOpts struct {
 	identity       string
 	leaderElection bool
+	workers        int
 }
 
 // startController runs a full controller (manager, pool, allocator, reconcilers) like main does and returns a
@@ -166,7 +167,7 @@ func startController(t *testing.T, o controllerOpts) (stop func()) {
 		t.Fatalf("failed to create manager: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if _, err := SetupWithManager(ctx, mgr, Options{LockNamespace: lockNamespace, Identity: o.identity}); err != nil {
+	if _, err := SetupWithManager(ctx, mgr, Options{LockNamespace: lockNamespace, Identity: o.identity, Workers: o.workers}); err != nil {
 		cancel()
 		t.Fatalf("failed to set up controllers: %v", err)
 	}
