@@ -129,7 +129,7 @@ func run() error {
 	}); err != nil {
 		return fmt.Errorf("failed to add the readiness check: %w", err)
 	}
-	log.Info("Starting manager", "leaderElection", leaderElect, "namespace", namespace)
+	log.Info("Set up the controllers", "leaderElection", leaderElect, "namespace", namespace)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("failed to run the manager: %w", err)
 	}
