@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -157,4 +158,31 @@ type Endpoint struct {
 // String returns ip:port.
 func (e Endpoint) String() string {
 	return netip.AddrPortFrom(e.Addr, e.Port).String()
+}
+
+// Equal reports whether two Services would render the same rules, so that a renderer can reuse what it
+// rendered for the previous version of a Service that did not change.
+func (s *Service) Equal(o *Service) bool {
+	if s.Namespace != o.Namespace || s.Name != o.Name || s.ClusterIP != o.ClusterIP ||
+		s.ExternalPolicyLocal != o.ExternalPolicyLocal || s.InternalPolicyLocal != o.InternalPolicyLocal ||
+		s.AffinityTimeout != o.AffinityTimeout || !slices.Equal(s.ExternalIPs, o.ExternalIPs) ||
+		!slices.Equal(s.LoadBalancerIPs, o.LoadBalancerIPs) || !slices.Equal(s.SourceRanges, o.SourceRanges) ||
+		len(s.Ports) != len(o.Ports) {
+		return false
+	}
+	for i := range s.Ports {
+		a, b := &s.Ports[i], &o.Ports[i]
+		if a.Name != b.Name || a.Protocol != b.Protocol || a.Port != b.Port || a.NodePort != b.NodePort ||
+			!slices.Equal(a.Endpoints, b.Endpoints) {
+			return false
+		}
+	}
+	return true
+}
+
+// Equal reports whether two sets of node facts are the same.
+func (n *ServiceNode) Equal(o *ServiceNode) bool {
+	return n.Name == o.Name && slices.Equal(n.IPs, o.IPs) && slices.Equal(n.ClusterCIDRs, o.ClusterCIDRs) &&
+		n.ServiceNetwork == o.ServiceNetwork && n.VXLANPort == o.VXLANPort && n.Datapath == o.Datapath &&
+		n.MasqueradeMark == o.MasqueradeMark
 }

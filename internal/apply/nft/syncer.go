@@ -94,8 +94,13 @@ type Syncer struct {
 
 // kernelState is what the table holds: desired chains by name and sets with their elements.
 type kernelState struct {
-	chains map[string]*nftables.Chain
-	sets   map[string]*programmedSet
+	// fixed are the chains outside any Service group, by name.
+	fixed map[string]*nftables.Chain
+	// groups are the Services' chains and sets, by Service; a group the renderer reused is the same
+	// pointer, which is how a partial sync skips unchanged Services without comparing their rules.
+	groups map[string]*nftables.ServiceRules
+	// sets are the sets outside any group, with their elements.
+	sets map[string]*programmedSet
 	// objects is the number of chains and sets, compared with the table's use count to notice deletions.
 	objects uint32
 }
@@ -297,6 +302,14 @@ func (s *Syncer) driftReason(gen *gnft.Gen) string {
 // never an empty one, and affinity sets whose definition is unchanged keep their entries.
 func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.Time) (*kernelState, error) {
 	next := newKernelState(desired)
+	wantChains := make(map[string]*nftables.Chain, len(desired.Chains))
+	for _, c := range desired.Chains {
+		wantChains[c.Name] = c
+	}
+	wantSets := make(map[string]*nftables.Set, len(desired.Sets))
+	for _, st := range desired.Sets {
+		wantSets[st.Name] = st
+	}
 	existingChains := map[string]*gnft.Chain{}
 	existingSets := map[string]*gnft.Set{}
 	if t, err := s.conn.ListTableOfFamily(nftables.TableName, gnft.TableFamilyIPv4); err == nil && t != nil {
@@ -322,7 +335,7 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 	// Flush every existing chain first, so that nothing references what is replaced or removed below.
 	newStale := map[string]bool{}
 	for name, c := range existingChains {
-		want, ok := next.chains[name]
+		want, ok := wantChains[name]
 		switch {
 		case ok && !sameHook(c, want):
 			tx.delChain(name)
@@ -338,13 +351,13 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 	// Sets: keep those whose definition matches, emptied unless the packet path fills them.
 	keptDynamic := map[string]bool{}
 	for name, st := range existingSets {
-		want, ok := next.sets[name]
+		want, ok := wantSets[name]
 		switch {
-		case ok && matchesKernelSet(st, want.spec):
-			if want.spec.Dynamic() {
+		case ok && matchesKernelSet(st, want):
+			if want.Dynamic() {
 				keptDynamic[name] = true
 			} else {
-				tx.flushSet(want.spec)
+				tx.flushSet(want)
 			}
 		default:
 			tx.delSet(name)
@@ -388,14 +401,27 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 	return next, nil
 }
 
-// buildPartial queues only the difference between what was programmed and desired.
+// buildPartial queues only the difference between what was programmed and desired: the fixed chains and
+// sets are compared, Service groups only when the renderer did not reuse them, and map elements by key.
 func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now time.Time) (*kernelState, error) {
 	old := s.programmed
 	next := newKernelState(desired)
-
+	var rewrite []*nftables.Chain
+	var delSets []string
+	gone := func(c *nftables.Chain) {
+		tx.flushChain(c.Name)
+		tx.newStale[c.Name] = now
+	}
+	added := func(c *nftables.Chain) {
+		tx.addChain(c)
+		rewrite = append(rewrite, c)
+		if _, wasStale := s.stale[c.Name]; wasStale {
+			tx.deletedStale[c.Name] = true // it exists, empty: no longer stale
+		}
+	}
 	// Sets that appear; a set whose definition changed needs the referencing rules rewritten too,
 	// which only a full sync does.
-	for _, st := range desired.Sets {
+	for _, st := range desired.FixedSets() {
 		if o, ok := old.sets[st.Name]; ok {
 			if !sameSetSpec(o.spec, st) {
 				return nil, errNeedFull
@@ -404,20 +430,13 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 		}
 		tx.addSet(st)
 	}
-	// Chains that appear (a stale chain coming back still exists, empty) and chains that change.
-	var rewrite []*nftables.Chain
-	for _, c := range desired.Chains {
-		o, ok := old.chains[c.Name]
+	for _, c := range desired.FixedChains() {
+		o, ok := old.fixed[c.Name]
 		switch {
+		case !ok && c.Base != nil:
+			return nil, errNeedFull
 		case !ok:
-			if c.Base != nil {
-				return nil, errNeedFull
-			}
-			tx.addChain(c)
-			rewrite = append(rewrite, c)
-			if _, wasStale := s.stale[c.Name]; wasStale {
-				tx.deletedStale[c.Name] = true // no longer stale: drop it from the list
-			}
+			added(c)
 		case (o.Base == nil) != (c.Base == nil) || (o.Base != nil && *o.Base != *c.Base):
 			return nil, errNeedFull
 		case !o.Equal(c):
@@ -425,19 +444,75 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 			rewrite = append(rewrite, c)
 		}
 	}
-	// Chains that disappear are flushed now and deleted in a later sync.
-	for name, o := range old.chains {
-		if _, ok := next.chains[name]; !ok {
+	for name, o := range old.fixed {
+		if _, ok := next.fixed[name]; !ok {
 			if o.Base != nil {
-				tx.delChain(name)
-				continue
+				return nil, errNeedFull
 			}
-			tx.flushChain(name)
-			tx.newStale[name] = now
+			gone(o)
 		}
 	}
-	// Elements: deletions first (including changed verdicts), then additions.
-	for _, st := range desired.Sets {
+	for name := range old.sets {
+		if _, ok := next.sets[name]; !ok {
+			delSets = append(delSets, name)
+		}
+	}
+	// Service groups: skipped when reused, compared chain by chain otherwise.
+	for _, g := range desired.Services {
+		o := old.groups[g.Key]
+		if o == g {
+			continue
+		}
+		oldChains := map[string]*nftables.Chain{}
+		oldSets := map[string]*nftables.Set{}
+		if o != nil {
+			for _, c := range o.Chains {
+				oldChains[c.Name] = c
+			}
+			for _, st := range o.Sets {
+				oldSets[st.Name] = st
+			}
+		}
+		for _, st := range g.Sets {
+			if os, ok := oldSets[st.Name]; ok {
+				if !sameSetSpec(os, st) {
+					return nil, errNeedFull
+				}
+				delete(oldSets, st.Name)
+				continue
+			}
+			tx.addSet(st)
+		}
+		for _, c := range g.Chains {
+			oc, ok := oldChains[c.Name]
+			switch {
+			case !ok:
+				added(c)
+			case !oc.Equal(c):
+				tx.flushChain(c.Name)
+				rewrite = append(rewrite, c)
+			}
+			delete(oldChains, c.Name)
+		}
+		for _, oc := range oldChains {
+			gone(oc)
+		}
+		for name := range oldSets {
+			delSets = append(delSets, name)
+		}
+	}
+	for key, o := range old.groups {
+		if _, ok := next.groups[key]; !ok {
+			for _, c := range o.Chains {
+				gone(c)
+			}
+			for _, st := range o.Sets {
+				delSets = append(delSets, st.Name)
+			}
+		}
+	}
+	// Elements of the shared maps and sets: deletions first (including changed verdicts), then additions.
+	for _, st := range desired.FixedSets() {
 		if st.Dynamic() {
 			continue
 		}
@@ -471,13 +546,12 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 		tx.chainsWritten++
 	}
 	// Sets that disappear, now that no rule references them.
-	for name, o := range old.sets {
-		if _, ok := next.sets[name]; !ok {
-			tx.delSet(o.spec.Name)
-		}
+	for _, name := range delSets {
+		tx.delSet(name)
 	}
+	// Stale chains are deleted once they have been unreferenced long enough, unless they came back.
 	for name, t := range s.stale {
-		if _, back := next.chains[name]; !back && now.Sub(t) >= s.opts.StaleChainDelay {
+		if !tx.deletedStale[name] && now.Sub(t) >= s.opts.StaleChainDelay {
 			tx.delChain(name)
 			tx.deletedStale[name] = true
 		}
@@ -488,14 +562,19 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 
 // newKernelState indexes a ruleset as the state the kernel will hold once it is programmed.
 func newKernelState(r *nftables.Ruleset) *kernelState {
+	fixedChains, fixedSets := r.FixedChains(), r.FixedSets()
 	k := &kernelState{
-		chains: make(map[string]*nftables.Chain, len(r.Chains)),
-		sets:   make(map[string]*programmedSet, len(r.Sets)),
+		fixed:  make(map[string]*nftables.Chain, len(fixedChains)),
+		groups: make(map[string]*nftables.ServiceRules, len(r.Services)),
+		sets:   make(map[string]*programmedSet, len(fixedSets)),
 	}
-	for _, c := range r.Chains {
-		k.chains[c.Name] = c
+	for _, c := range fixedChains {
+		k.fixed[c.Name] = c
 	}
-	for _, st := range r.Sets {
+	for _, g := range r.Services {
+		k.groups[g.Key] = g
+	}
+	for _, st := range fixedSets {
 		ps := &programmedSet{spec: st, elems: make(map[nftables.ElementKey]nftables.Verdict, len(st.Elements))}
 		for _, e := range st.Elements {
 			ps.elems[e.Key()] = e.Verdict

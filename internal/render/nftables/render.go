@@ -24,6 +24,30 @@ import (
 // Egress from the cluster CIDRs to anywhere outside them is masqueraded to the node IP (OpenShift's
 // OPENSHIFT-MASQUERADE), and VXLAN's UDP port is accepted and not tracked.
 func Render(in *model.ServiceSet) *Ruleset {
+	return NewRenderer().Render(in)
+}
+
+// Renderer renders like Render but remembers what it rendered for each Service, and reuses it (the same
+// *ServiceRules, chains and sets) when the Service is Equal to its previous version, so that a change to
+// one Service costs a pass over the list plus that Service. The applier recognises reused groups by
+// pointer and skips them. A Renderer is not safe for concurrent use.
+type Renderer struct {
+	node  model.ServiceNode
+	cache map[string]*ServiceRules
+}
+
+// NewRenderer returns a Renderer with an empty cache.
+func NewRenderer() *Renderer {
+	return &Renderer{}
+}
+
+// Render returns the complete desired table for in; see the package-level Render.
+func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
+	if rr.cache == nil || !rr.node.Equal(&in.Node) {
+		rr.cache = make(map[string]*ServiceRules)
+		rr.node = in.Node
+		rr.node.IPs, rr.node.ClusterCIDRs = slices.Clone(in.Node.IPs), slices.Clone(in.Node.ClusterCIDRs)
+	}
 	r := &renderer{
 		node:   in.Node,
 		chains: make(map[string]*Chain),
@@ -31,16 +55,54 @@ func Render(in *model.ServiceSet) *Ruleset {
 		keys:   make(map[string]map[ElementKey]bool),
 	}
 	r.fixed()
+	r.rs.fixedChains, r.rs.fixedSets = len(r.rs.Chains), len(r.rs.Sets)
+	next := make(map[string]*ServiceRules, len(in.Services))
+	r.rs.Services = make([]*ServiceRules, 0, len(in.Services))
 	for i := range in.Services {
 		s := &in.Services[i]
-		for j := range s.Ports {
-			r.servicePort(s, &s.Ports[j])
+		g := rr.cache[s.Key()]
+		if g == nil || !g.svc.Equal(s) {
+			g = renderService(&in.Node, s)
+		}
+		next[g.Key] = g
+		r.rs.Services = append(r.rs.Services, g)
+		r.rs.Chains = append(r.rs.Chains, g.Chains...)
+		r.rs.Sets = append(r.rs.Sets, g.Sets...)
+		for _, e := range g.elements {
+			r.addElement(e.set, e.elem)
 		}
 	}
-	for _, s := range r.rs.Sets {
-		slices.SortFunc(s.Elements, compareElements)
-	}
+	rr.cache = next
 	return &r.rs
+}
+
+// renderService renders one Service's chains, sets and map elements.
+func renderService(node *model.ServiceNode, s *model.Service) *ServiceRules {
+	f := &fragment{node: node, out: &ServiceRules{Key: s.Key(), svc: *s}}
+	for j := range s.Ports {
+		f.servicePort(s, &s.Ports[j])
+	}
+	return f.out
+}
+
+// fragment collects what one Service renders to.
+type fragment struct {
+	node *model.ServiceNode
+	out  *ServiceRules
+}
+
+func (f *fragment) addChain(name string) *Chain {
+	c := &Chain{Name: name}
+	f.out.Chains = append(f.out.Chains, c)
+	return c
+}
+
+func (f *fragment) addSet(s *Set) {
+	f.out.Sets = append(f.out.Sets, s)
+}
+
+func (f *fragment) addElement(set string, e Element) {
+	f.out.elements = append(f.out.elements, setElement{set: set, elem: e})
 }
 
 // renderer accumulates the ruleset; chains and sets are also indexed by name.
@@ -169,13 +231,13 @@ func (r *renderer) fixed() {
 
 // servicePort renders one Service port: its map elements, its policy, external and firewall chains and its
 // endpoint chains, with kube-proxy's semantics for traffic policies and endpoints without a ready one.
-func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
+func (f *fragment) servicePort(s *model.Service, p *model.ServicePort) {
 	base := s.Namespace + "/" + s.Name + "/" + p.Protocol.String() + "/" + p.Name
 	clusterChain := servicePolicyChainPrefix + base
 	localChain := localPolicyChainPrefix + base
 	extChain := externalChainPrefix + base
 	fwChain := firewallChainPrefix + base
-	eps := categorize(s, p, r.node.Name)
+	eps := categorize(s, p, f.node.Name)
 
 	usesClusterChain := len(eps.cluster) > 0 && usesClusterEndpoints(s, p)
 	usesLocalChain := len(eps.local) > 0 && usesLocalEndpoints(s, p)
@@ -208,19 +270,19 @@ func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
 		used bool
 	}{{clusterChain, usesClusterChain}, {localChain, usesLocalChain}, {extChain, usesExtChain}, {fwChain, usesFWChain}} {
 		if name.used {
-			chains[name.name] = r.addChain(name.name, nil)
+			chains[name.name] = f.addChain(name.name)
 		}
 	}
 	epChains := make([]*Chain, len(eps.reachable))
 	for i, e := range eps.reachable {
-		epChains[i] = r.addChain(endpointChainName(base, e), nil)
+		epChains[i] = f.addChain(endpointChainName(base, e))
 	}
 	add := func(chain string, rules ...Rule) {
 		c := chains[chain]
 		c.Rules = append(c.Rules, rules...)
 	}
 
-	r.addElement(clusterIPsSet, Element{Prefix: netip.PrefixFrom(s.ClusterIP, 32)})
+	f.addElement(clusterIPsSet, Element{Prefix: netip.PrefixFrom(s.ClusterIP, 32)})
 	svcKey := func(a netip.Addr) Element {
 		return Element{Prefix: netip.PrefixFrom(a, 32), Proto: p.Protocol, Port: p.Port}
 	}
@@ -228,41 +290,41 @@ func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
 	withVerdict := func(e Element, v Verdict) Element { e.Verdict = v; return e }
 
 	if hasInternal {
-		r.addElement(serviceIPsMap, withVerdict(svcKey(s.ClusterIP), goTo(internalChain)))
+		f.addElement(serviceIPsMap, withVerdict(svcKey(s.ClusterIP), goTo(internalChain)))
 	} else {
-		r.addElement(noEndpointServicesMap, withVerdict(svcKey(s.ClusterIP), internalFilter))
+		f.addElement(noEndpointServicesMap, withVerdict(svcKey(s.ClusterIP), internalFilter))
 	}
 	for _, ip := range s.ExternalIPs {
 		if eps.hasAny {
-			r.addElement(serviceIPsMap, withVerdict(svcKey(ip), goTo(extChain)))
+			f.addElement(serviceIPsMap, withVerdict(svcKey(ip), goTo(extChain)))
 		}
 		if !hasExternal {
-			r.addElement(noEndpointServicesMap, withVerdict(svcKey(ip), externalFilter))
+			f.addElement(noEndpointServicesMap, withVerdict(svcKey(ip), externalFilter))
 		}
 	}
 	for _, ip := range s.LoadBalancerIPs {
 		if eps.hasAny {
-			r.addElement(serviceIPsMap, withVerdict(svcKey(ip), goTo(extChain)))
+			f.addElement(serviceIPsMap, withVerdict(svcKey(ip), goTo(extChain)))
 		}
 		if usesFWChain {
-			r.addElement(firewallIPsMap, withVerdict(svcKey(ip), goTo(fwChain)))
+			f.addElement(firewallIPsMap, withVerdict(svcKey(ip), goTo(fwChain)))
 		}
 		if !hasExternal {
-			r.addElement(noEndpointServicesMap, withVerdict(svcKey(ip), externalFilter))
+			f.addElement(noEndpointServicesMap, withVerdict(svcKey(ip), externalFilter))
 		}
 	}
 	if p.NodePort != 0 {
 		np := Element{Proto: p.Protocol, Port: p.NodePort}
 		if eps.hasAny {
-			r.addElement(serviceNodePortsMap, withVerdict(np, goTo(extChain)))
+			f.addElement(serviceNodePortsMap, withVerdict(np, goTo(extChain)))
 		}
 		if !hasExternal {
-			r.addElement(noEndpointNodePortsMap, withVerdict(np, externalFilter))
+			f.addElement(noEndpointNodePortsMap, withVerdict(np, externalFilter))
 		}
 	}
 
 	if usesFWChain {
-		r.firewall(chains[fwChain], s)
+		f.firewall(chains[fwChain], s)
 	}
 	jumpMasq := Verdict{Kind: VerdictJump, Chain: markMasqChain}
 	if hasInternal {
@@ -287,14 +349,14 @@ func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
 	}
 	if s.AffinityTimeout > 0 {
 		for _, e := range eps.reachable {
-			r.addSet(&Set{Name: affinitySetName(base, e), Type: SetTypeAddr, Timeout: s.AffinityTimeout})
+			f.addSet(&Set{Name: affinitySetName(base, e), Type: SetTypeAddr, Timeout: s.AffinityTimeout})
 		}
 	}
 	if usesClusterChain {
-		r.loadBalance(chains[clusterChain], base, s, eps.cluster)
+		f.loadBalance(chains[clusterChain], base, s, eps.cluster)
 	}
 	if usesLocalChain {
-		r.loadBalance(chains[localChain], base, s, eps.local)
+		f.loadBalance(chains[localChain], base, s, eps.local)
 	}
 	for i, e := range eps.reachable {
 		c := epChains[i]
@@ -310,7 +372,7 @@ func (r *renderer) servicePort(s *model.Service, p *model.ServicePort) {
 // loadBalance ends a policy chain with the choice of an endpoint: first a client's remembered endpoint when
 // affinity is on, then a cascade in which endpoint i of n wins with probability 1/(n-i), so that each is
 // chosen with probability 1/n, without any set.
-func (r *renderer) loadBalance(c *Chain, base string, s *model.Service, eps []model.Endpoint) {
+func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, eps []model.Endpoint) {
 	if s.AffinityTimeout > 0 {
 		for _, e := range eps {
 			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: affinitySetName(base, e)},
@@ -331,12 +393,12 @@ func (r *renderer) loadBalance(c *Chain, base string, s *model.Service, eps []mo
 // firewall renders loadBalancerSourceRanges: sources inside a range go on, everything else is dropped.
 // When a range holds a node IP, the LoadBalancer IPs themselves are allowed as sources too, because a
 // VIP-style load balancer makes the node talk to the VIP from the VIP (kube-proxy does the same).
-func (r *renderer) firewall(c *Chain, s *model.Service) {
+func (f *fragment) firewall(c *Chain, s *model.Service) {
 	ret := Verdict{Kind: VerdictReturn}
 	allowFromNode := false
 	for _, src := range s.SourceRanges {
 		c.Rules = append(c.Rules, rule(MatchAddr{Field: SAddr, Prefix: src}, ret))
-		for _, ip := range r.node.IPs {
+		for _, ip := range f.node.IPs {
 			allowFromNode = allowFromNode || src.Contains(ip)
 		}
 	}

@@ -77,3 +77,32 @@ func lineDiff(want, got string) string {
 	}
 	return b.String()
 }
+
+// TestRendererReuse renders twice with one Renderer, changing one Service in between: the result must be
+// what Render gives, the unchanged Services must come back as the same groups and the changed one as new.
+func TestRendererReuse(t *testing.T) {
+	set := rendertest.ScaleSet(50, 3)
+	rr := NewRenderer()
+	first := rr.Render(set)
+	if got, want := first.String(), Render(set).String(); got != want {
+		t.Fatalf("Renderer and Render differ:\n%s", lineDiff(want, got))
+	}
+	set2 := rendertest.ScaleSet(50, 3)
+	set2.Services[7].Ports[0].Endpoints = set2.Services[7].Ports[0].Endpoints[:2]
+	second := rr.Render(set2)
+	if got, want := second.String(), Render(set2).String(); got != want {
+		t.Fatalf("Renderer and Render differ after a change:\n%s", lineDiff(want, got))
+	}
+	if len(second.Services) != 50 {
+		t.Fatalf("got %d groups, want 50", len(second.Services))
+	}
+	for i, g := range second.Services {
+		if reused := g == first.Services[i]; reused == (i == 7) {
+			t.Errorf("group %d (%s): reused=%v", i, g.Key, reused)
+		}
+	}
+	set2.Node.VXLANPort = 4790
+	if third := rr.Render(set2); third.Services[0] == second.Services[0] {
+		t.Errorf("group reused across a change of node facts")
+	}
+}

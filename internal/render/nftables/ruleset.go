@@ -12,10 +12,54 @@ import (
 // Every set, chain and rule is a plain comparable value, so the applier can diff two Rulesets without the
 // kernel, and String prints it the way `nft list table ip vxflow` lists it back.
 type Ruleset struct {
-	// Sets are the sets and maps, in the order they are created.
+	// Sets are the sets and maps, in the order they are created: the fixed ones first, then the
+	// Services' affinity sets.
 	Sets []*Set
-	// Chains are the chains, base chains first, in the order they are created.
+	// Chains are the chains, in the order they are created: the fixed ones (base chains first), then
+	// the Services' chains.
 	Chains []*Chain
+	// Services groups the Services' chains and sets (also listed in Chains and Sets) by Service. A
+	// Renderer hands out the same *ServiceRules for a Service that did not change, which lets the
+	// applier skip it without comparing its rules. Nil for a hand-built Ruleset: everything is fixed.
+	Services []*ServiceRules
+
+	fixedChains, fixedSets int
+}
+
+// ServiceRules is what one Service renders to, apart from its elements in the shared maps.
+type ServiceRules struct {
+	// Key is the Service's namespace/name.
+	Key string
+	// Chains are the Service's chains (policy, external, firewall and endpoint chains of all ports).
+	Chains []*Chain
+	// Sets are the Service's affinity sets.
+	Sets []*Set
+
+	// svc is the Service this was rendered from; elements are its entries in the shared maps.
+	svc      model.Service
+	elements []setElement
+}
+
+// setElement is an element destined to a named shared set or map.
+type setElement struct {
+	set  string
+	elem Element
+}
+
+// FixedChains returns the chains that belong to no Service: base chains and dispatch chains.
+func (r *Ruleset) FixedChains() []*Chain {
+	if r.Services == nil {
+		return r.Chains
+	}
+	return r.Chains[:r.fixedChains]
+}
+
+// FixedSets returns the sets and maps that belong to no Service, with all their elements.
+func (r *Ruleset) FixedSets() []*Set {
+	if r.Services == nil {
+		return r.Sets
+	}
+	return r.Sets[:r.fixedSets]
 }
 
 // Counts returns the number of sets, chains, rules and set elements, for metrics and logs.
