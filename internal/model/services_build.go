@@ -34,26 +34,64 @@ type ServiceInput struct {
 // does not proxy (ExternalName, headless, without an IPv4 ClusterIP) are left out silently, as are IPv6
 // addresses, which belong to an ip6 table.
 func BuildServices(in ServiceInput) (*ServiceSet, error) {
+	var b ServiceBuilder
+	return b.Build(in)
+}
+
+// ServiceBuilder builds ServiceSets like BuildServices, but remembers each Service's result and reuses it
+// when the Service object and its EndpointSlices are the same pointers as last time. Informer caches hand
+// out the same object until it changes, so with a ServiceBuilder one changed EndpointSlice costs a pass
+// over the list instead of re-parsing every Service. Objects must not be modified in place. A
+// ServiceBuilder is not safe for concurrent use.
+type ServiceBuilder struct {
+	node  ServiceNode
+	cache map[string]*builtService
+}
+
+// builtService is one Service's result and the objects it was built from.
+type builtService struct {
+	svc     *corev1.Service
+	slices  []*discoveryv1.EndpointSlice
+	out     Service
+	ok      bool
+	skipped []*FieldError
+}
+
+// Build is BuildServices with the cache.
+func (b *ServiceBuilder) Build(in ServiceInput) (*ServiceSet, error) {
 	node, errs := validateServiceNode(in.Node)
 	if len(errs) > 0 {
 		return nil, &InvalidInputError{Errors: errs}
 	}
-	set := &ServiceSet{Node: node}
+	if b.cache == nil || !b.node.Equal(&node) {
+		b.cache, b.node = make(map[string]*builtService), node
+	}
+	set := &ServiceSet{Node: node, Services: make([]Service, 0, len(in.Services))}
 	slicesBySvc := groupSlices(in.EndpointSlices)
+	next := make(map[string]*builtService, len(in.Services))
 	for _, svc := range in.Services {
 		if svc == nil {
 			continue
 		}
-		s, ok := buildService(svc, &set.Skipped)
-		if !ok {
-			continue
-		}
 		key := svc.Namespace + "/" + svc.Name
-		for i := range s.Ports {
-			s.Ports[i].Endpoints = endpointsFor(&s.Ports[i], slicesBySvc[key], key, &set.Skipped)
+		es := slicesBySvc[key]
+		bs := b.cache[key]
+		if bs == nil || bs.svc != svc || !slices.Equal(bs.slices, es) {
+			bs = &builtService{svc: svc, slices: es}
+			bs.out, bs.ok = buildService(svc, &bs.skipped)
+			if bs.ok {
+				for i := range bs.out.Ports {
+					bs.out.Ports[i].Endpoints = endpointsFor(&bs.out.Ports[i], es, key, &bs.skipped)
+				}
+			}
 		}
-		set.Services = append(set.Services, s)
+		next[key] = bs
+		set.Skipped = append(set.Skipped, bs.skipped...)
+		if bs.ok {
+			set.Services = append(set.Services, bs.out)
+		}
 	}
+	b.cache = next
 	slices.SortFunc(set.Services, func(a, b Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})

@@ -212,3 +212,32 @@ func TestLastChangeTriggerTime(t *testing.T) {
 		t.Fatalf("got %v %v", got, ok)
 	}
 }
+
+// TestServiceBuilderReuse checks that a Service whose object and slices are the same pointers is not
+// rebuilt, and that a new slice object is picked up.
+func TestServiceBuilderReuse(t *testing.T) {
+	svcs := []*corev1.Service{makeTestSvc("a"), makeTestSvc("b")}
+	slices := []*discoveryv1.EndpointSlice{makeTestEPSlice("a-1", "a"), makeTestEPSlice("b-1", "b")}
+	var b ServiceBuilder
+	first, err := b.Build(ServiceInput{Node: testServiceNode(), Services: svcs, EndpointSlices: slices})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices[1] = makeTestEPSlice("b-1", "b", func(es *discoveryv1.EndpointSlice) {
+		es.Endpoints[0].Addresses = []string{"10.128.2.3"}
+	})
+	second, err := b.Build(ServiceInput{Node: testServiceNode(), Services: svcs, EndpointSlices: slices})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &first.Services[0].Ports[0] != &second.Services[0].Ports[0] {
+		t.Errorf("unchanged Service a was rebuilt")
+	}
+	if got := second.Services[1].Ports[0].Endpoints[0].Addr; got != netip.MustParseAddr("10.128.2.3") {
+		t.Errorf("changed slice of b not picked up: %s", got)
+	}
+	fresh, _ := BuildServices(ServiceInput{Node: testServiceNode(), Services: svcs, EndpointSlices: slices})
+	if !reflect.DeepEqual(fresh.Services, second.Services) {
+		t.Errorf("cached build differs from a fresh one:\n%+v\n%+v", second.Services, fresh.Services)
+	}
+}

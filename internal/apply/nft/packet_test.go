@@ -248,7 +248,7 @@ func packetServices() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 
 // programPacketServices renders the packet test's Services for a node of the given datapath and syncs them
 // into the topology's node namespace.
-func programPacketServices(t *testing.T, tp *topology, datapath model.DatapathType) {
+func programPacketServices(t *testing.T, tp *topology, datapath model.DatapathType, opts nftables.Options) {
 	t.Helper()
 	svcs, slices := packetServices()
 	node := rendertest.Node(func(n *model.ServiceNode) { n.Datapath = datapath })
@@ -261,17 +261,27 @@ func programPacketServices(t *testing.T, tp *topology, datapath model.DatapathTy
 		t.Fatalf("NewSyncer: %v", err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	mustSync(t, s, nftables.Render(set))
+	mustSync(t, s, nftables.NewRenderer(opts).Render(set))
 }
 
 // TestPacketsThroughServices sends real TCP and UDP through the programmed table, userspace-datapath
-// rendering (the one these machines run). Integration test: needs root.
+// rendering (the one these machines run), with per-endpoint chains and with InlineEndpoints.
+// Integration test: needs root.
 func TestPacketsThroughServices(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		opts nftables.Options
+	}{{"endpoint chains", nftables.Options{}}, {"inline endpoints", nftables.Options{InlineEndpoints: true}}} {
+		t.Run(mode.name, func(t *testing.T) { checkPacketsThroughServices(t, mode.opts) })
+	}
+}
+
+func checkPacketsThroughServices(t *testing.T, opts nftables.Options) {
 	tp := newTopology(t)
 	serve(t, tp.podA, "pod-a", 8080)
 	serve(t, tp.podB, "pod-b", 8080)
 	serve(t, tp.client, "outside", 9000)
-	programPacketServices(t, tp, model.DatapathNetdev)
+	programPacketServices(t, tp, model.DatapathNetdev, opts)
 	node := netip.MustParseAddr(nodeIP)
 	gateway := netip.MustParseAddr(podGateway)
 	client := netip.MustParseAddr(clientIP)
@@ -402,12 +412,13 @@ func TestPacketsThroughServices(t *testing.T) {
 
 // TestPacketsKernelDatapathRendering checks the other masquerade strategy: with the kernel datapath a pod's
 // ClusterIP connection keeps its source (OVS un-NATs the replies there), while off-cluster clients are still
-// masqueraded. Integration test: needs root.
+// masqueraded. InlineEndpoints is asked for and must be ignored: hairpin needs the endpoint chains there.
+// Integration test: needs root.
 func TestPacketsKernelDatapathRendering(t *testing.T) {
 	tp := newTopology(t)
 	serve(t, tp.podA, "pod-a", 8080)
 	serve(t, tp.podB, "pod-b", 8080)
-	programPacketServices(t, tp, model.DatapathSystem)
+	programPacketServices(t, tp, model.DatapathSystem, nftables.Options{InlineEndpoints: true})
 	reachedB := false
 	for range 40 {
 		r := mustDial(t, tp.podA, "tcp4", "172.30.0.10:80")

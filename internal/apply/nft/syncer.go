@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,9 @@ type Options struct {
 	Metrics *Metrics
 	// Logger is used for sync logs; the zero value discards them.
 	Logger klog.Logger
+	// Table is the name of the table to program; empty means nftables.TableName ("vxflow"). Other names
+	// are for tests and experiments that need several tables in one namespace.
+	Table string
 	// StaleChainDelay is how long a chain that is no longer used stays (flushed) before it is deleted:
 	// with kernels before 6.2 a chain is still referenced for a short time after the map element that
 	// pointed to it is removed, so deleting it in the same transaction can fail (kube-proxy waits too).
@@ -119,7 +123,7 @@ func NewSyncer(opts Options) (*Syncer, error) {
 	s := &Syncer{
 		opts:       opts,
 		log:        opts.Logger,
-		table:      &gnft.Table{Name: nftables.TableName, Family: gnft.TableFamilyIPv4},
+		table:      &gnft.Table{Name: cmp.Or(opts.Table, nftables.TableName), Family: gnft.TableFamilyIPv4},
 		fullReason: "first sync",
 		stale:      make(map[string]time.Time),
 	}
@@ -169,13 +173,13 @@ func (s *Syncer) Delete() error {
 	defer s.mu.Unlock()
 	s.programmed, s.fullReason = nil, "table deleted by Delete"
 	s.stale = make(map[string]time.Time)
-	b := newBatch(0, 256)
+	b := newBatch(s.table.Name, 0, 256)
 	b.addTable()
-	m := b.nft(2 /* NFT_MSG_DELTABLE */, flagRequest, "delete table", nftables.TableName)
-	b.str(1 /* NFTA_TABLE_NAME */, nftables.TableName)
+	m := b.nft(2 /* NFT_MSG_DELTABLE */, flagRequest, "delete table", s.table.Name)
+	b.str(1 /* NFTA_TABLE_NAME */, s.table.Name)
 	b.msgEnd(m)
 	if err := s.sock.send(b); err != nil {
-		return fmt.Errorf("failed to delete table ip %s: %w", nftables.TableName, err)
+		return fmt.Errorf("failed to delete table ip %s: %w", s.table.Name, err)
 	}
 	return nil
 }
@@ -208,7 +212,7 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 		if s.programmed != nil && gen.ID != s.gen {
 			s.invalidate(s.driftReason(gen))
 		}
-		tx := newTransaction(gen.ID, s.batchSizeHint(desired))
+		tx := newTransaction(s.table.Name, gen.ID, s.batchSizeHint(desired))
 		var next *kernelState
 		var res Result
 		if s.programmed == nil {
@@ -246,7 +250,7 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 		}
 		if err != nil {
 			s.invalidate("previous sync failed")
-			return res, fmt.Errorf("failed to commit the nftables transaction for table ip %s: %w", nftables.TableName, err)
+			return res, fmt.Errorf("failed to commit the nftables transaction for table ip %s: %w", s.table.Name, err)
 		}
 		// The batch carried gen.ID, so the kernel accepted it only as the very next generation.
 		s.gen = gen.ID + 1
@@ -287,7 +291,7 @@ func (s *Syncer) invalidate(reason string) {
 
 // driftReason explains a generation change by someone else, for logs and the drift metric.
 func (s *Syncer) driftReason(gen *gnft.Gen) string {
-	t, err := s.conn.ListTableOfFamily(nftables.TableName, gnft.TableFamilyIPv4)
+	t, err := s.conn.ListTableOfFamily(s.table.Name, gnft.TableFamilyIPv4)
 	switch {
 	case err != nil || t == nil:
 		return "table deleted"
@@ -312,13 +316,13 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 	}
 	existingChains := map[string]*gnft.Chain{}
 	existingSets := map[string]*gnft.Set{}
-	if t, err := s.conn.ListTableOfFamily(nftables.TableName, gnft.TableFamilyIPv4); err == nil && t != nil {
+	if t, err := s.conn.ListTableOfFamily(s.table.Name, gnft.TableFamilyIPv4); err == nil && t != nil {
 		chains, err := s.conn.ListChainsOfTableFamily(gnft.TableFamilyIPv4)
 		if err != nil {
 			return nil, fmt.Errorf("failed to list chains: %w", err)
 		}
 		for _, c := range chains {
-			if c.Table != nil && c.Table.Name == nftables.TableName {
+			if c.Table != nil && c.Table.Name == s.table.Name {
 				existingChains[c.Name] = c
 			}
 		}
@@ -598,7 +602,7 @@ func sameHook(have *gnft.Chain, want *nftables.Chain) bool {
 func (s *Syncer) record(res Result, err error, desired *nftables.Ruleset, triggerTimes []time.Time) {
 	m := s.opts.Metrics
 	if err != nil {
-		s.log.Error(err, "Failed to sync nftables", "table", nftables.TableName, "full", res.Full)
+		s.log.Error(err, "Failed to sync nftables", "table", s.table.Name, "full", res.Full)
 		if m != nil {
 			m.SyncFailures.Inc()
 		}

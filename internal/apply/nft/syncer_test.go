@@ -22,7 +22,10 @@ func TestGoldenRulesetsInKernel(t *testing.T) {
 	for _, c := range rendertest.Cases() {
 		t.Run(c.Name, func(t *testing.T) {
 			s, ns := newTestSyncer(t, "nftg")
-			want := nftables.Render(c.Build(t))
+			render := func() *nftables.Ruleset {
+				return nftables.NewRenderer(nftables.Options{InlineEndpoints: c.InlineEndpoints}).Render(c.Build(t))
+			}
+			want := render()
 			golden, err := os.ReadFile(rendertest.GoldenPath(c.Name))
 			if err != nil {
 				t.Fatalf("failed to read golden file: %v", err)
@@ -37,7 +40,7 @@ func TestGoldenRulesetsInKernel(t *testing.T) {
 			if got, exp := normalizeListing(listTable(t, ns)), normalizeListing(string(golden)); got != exp {
 				t.Fatalf("kernel listing differs from %s:\n%s", rendertest.GoldenPath(c.Name), diffLines(exp, got))
 			}
-			if res := mustSync(t, s, nftables.Render(c.Build(t))); res.Full || res.Messages != 0 {
+			if res := mustSync(t, s, render()); res.Full || res.Messages != 0 {
 				t.Errorf("second sync of the same state: got %+v, want nothing sent", res)
 			}
 		})
@@ -99,7 +102,7 @@ func TestPartialSyncs(t *testing.T) {
 	}
 	// One Renderer across the steps, as the agent keeps one: unchanged Services come back as the same
 	// groups, which the syncer skips.
-	rr := nftables.NewRenderer()
+	rr := nftables.NewRenderer(nftables.Options{})
 	for i, st := range steps {
 		svcs, slices := seedObjects(st.ips, st.extra)
 		set, err := model.BuildServices(model.ServiceInput{Node: rendertest.Node(), Services: svcs, EndpointSlices: slices})

@@ -28,8 +28,8 @@ type transaction struct {
 	deletedStale                    map[string]bool
 }
 
-func newTransaction(genID uint32, sizeHint int) *transaction {
-	return &transaction{b: newBatch(genID, sizeHint), newStale: map[string]time.Time{}, deletedStale: map[string]bool{}}
+func newTransaction(table string, genID uint32, sizeHint int) *transaction {
+	return &transaction{b: newBatch(table, genID, sizeHint), newStale: map[string]time.Time{}, deletedStale: map[string]bool{}}
 }
 
 // messages is the number of nf_tables messages queued.

@@ -64,9 +64,11 @@ const (
 
 // batch is one nf_tables transaction being encoded: BATCH_BEGIN, the messages, BATCH_END.
 type batch struct {
-	buf  []byte
-	seq  uint32
-	msgs int
+	// table is the name of the (ip family) table every message addresses.
+	table string
+	buf   []byte
+	seq   uint32
+	msgs  int
 	// ops describes each message by its sequence number offset, for error messages.
 	ops []op
 }
@@ -79,8 +81,8 @@ type op struct {
 
 // newBatch starts a batch that the kernel accepts only if the ruleset generation is still genID
 // (0 disables the check).
-func newBatch(genID uint32, sizeHint int) *batch {
-	b := &batch{buf: make([]byte, 0, sizeHint), seq: 1}
+func newBatch(table string, genID uint32, sizeHint int) *batch {
+	b := &batch{table: table, buf: make([]byte, 0, sizeHint), seq: 1}
 	off := b.msgStart(nfnlMsgBatchBegin, flagRequest, unix.AF_UNSPEC, nfnlSubsysNFTables)
 	if genID != 0 {
 		b.u32(nfnlBatchGenID, genID)
@@ -177,15 +179,15 @@ func (b *batch) value(typ uint16, data []byte) {
 // --- objects -----------------------------------------------------------------------------------------
 
 func (b *batch) addTable() {
-	m := b.nft(nftMsgNewTable, flagRequest|flagCreate, "add table", nftables.TableName)
-	b.str(unix.NFTA_TABLE_NAME, nftables.TableName)
+	m := b.nft(nftMsgNewTable, flagRequest|flagCreate, "add table", b.table)
+	b.str(unix.NFTA_TABLE_NAME, b.table)
 	b.u32(unix.NFTA_TABLE_FLAGS, 0)
 	b.msgEnd(m)
 }
 
 func (b *batch) addChain(c *nftables.Chain) {
 	m := b.nft(nftMsgNewChain, flagRequest|flagCreate, "add chain", c.Name)
-	b.str(unix.NFTA_CHAIN_TABLE, nftables.TableName)
+	b.str(unix.NFTA_CHAIN_TABLE, b.table)
 	b.str(unix.NFTA_CHAIN_NAME, c.Name)
 	if c.Base != nil {
 		h := b.nest(unix.NFTA_CHAIN_HOOK)
@@ -200,21 +202,21 @@ func (b *batch) addChain(c *nftables.Chain) {
 
 func (b *batch) delChain(name string) {
 	m := b.nft(nftMsgDelChain, flagRequest, "delete chain", name)
-	b.str(unix.NFTA_CHAIN_TABLE, nftables.TableName)
+	b.str(unix.NFTA_CHAIN_TABLE, b.table)
 	b.str(unix.NFTA_CHAIN_NAME, name)
 	b.msgEnd(m)
 }
 
 func (b *batch) flushChain(name string) {
 	m := b.nft(nftMsgDelRule, flagRequest, "flush chain", name)
-	b.str(unix.NFTA_RULE_TABLE, nftables.TableName)
+	b.str(unix.NFTA_RULE_TABLE, b.table)
 	b.str(unix.NFTA_RULE_CHAIN, name)
 	b.msgEnd(m)
 }
 
 func (b *batch) addRule(chain string, r nftables.Rule) {
 	m := b.nft(nftMsgNewRule, flagRequest|flagCreate|flagAppend, "add rule", chain)
-	b.str(unix.NFTA_RULE_TABLE, nftables.TableName)
+	b.str(unix.NFTA_RULE_TABLE, b.table)
 	b.str(unix.NFTA_RULE_CHAIN, chain)
 	l := b.nest(unix.NFTA_RULE_EXPRESSIONS)
 	for _, s := range r.Stmts {
@@ -250,7 +252,7 @@ func (b *batch) addSet(s *nftables.Set, id uint32) {
 	case s.Interval:
 		flags = nftSetFlagInterval
 	}
-	b.str(unix.NFTA_SET_TABLE, nftables.TableName)
+	b.str(unix.NFTA_SET_TABLE, b.table)
 	b.str(unix.NFTA_SET_NAME, s.Name)
 	b.u32(unix.NFTA_SET_FLAGS, flags)
 	b.u32(unix.NFTA_SET_KEY_TYPE, typ)
@@ -289,14 +291,14 @@ func (b *batch) addSet(s *nftables.Set, id uint32) {
 
 func (b *batch) delSet(name string) {
 	m := b.nft(nftMsgDelSet, flagRequest, "delete set", name)
-	b.str(unix.NFTA_SET_TABLE, nftables.TableName)
+	b.str(unix.NFTA_SET_TABLE, b.table)
 	b.str(unix.NFTA_SET_NAME, name)
 	b.msgEnd(m)
 }
 
 func (b *batch) flushSet(name string) {
 	m := b.nft(nftMsgDelSetElem, flagRequest, "flush set", name)
-	b.str(unix.NFTA_SET_ELEM_LIST_TABLE, nftables.TableName)
+	b.str(unix.NFTA_SET_ELEM_LIST_TABLE, b.table)
 	b.str(unix.NFTA_SET_ELEM_LIST_SET, name)
 	b.msgEnd(m)
 }
@@ -325,7 +327,7 @@ func (b *batch) elements(s *nftables.Set, elems []nftables.Element, del bool) {
 	}
 	for i := 0; i < n; {
 		m := b.nft(msg, flags, kind, s.Name)
-		b.str(unix.NFTA_SET_ELEM_LIST_TABLE, nftables.TableName)
+		b.str(unix.NFTA_SET_ELEM_LIST_TABLE, b.table)
 		b.str(unix.NFTA_SET_ELEM_LIST_SET, s.Name)
 		l := b.nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
 		for start := len(b.buf); i < n && len(b.buf)-start < maxElemBytes; i++ {

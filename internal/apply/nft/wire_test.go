@@ -58,7 +58,7 @@ func TestWireMatchesGoogleNftables(t *testing.T) {
 	}
 	kinds := map[string]bool{}
 	for s := range stmts {
-		b := newBatch(0, 0)
+		b := newBatch("vxflow", 0, 0)
 		start := len(b.buf)
 		b.stmt(s)
 		got := b.buf[start:]

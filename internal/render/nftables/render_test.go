@@ -14,7 +14,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 func TestRenderGolden(t *testing.T) {
 	for _, c := range rendertest.Cases() {
 		t.Run(c.Name, func(t *testing.T) {
-			got := Render(c.Build(t)).String()
+			got := NewRenderer(Options{InlineEndpoints: c.InlineEndpoints}).Render(c.Build(t)).String()
 			for _, want := range c.Contains {
 				if !strings.Contains(got, want) {
 					t.Errorf("rendered ruleset lacks %q", want)
@@ -82,7 +82,7 @@ func lineDiff(want, got string) string {
 // what Render gives, the unchanged Services must come back as the same groups and the changed one as new.
 func TestRendererReuse(t *testing.T) {
 	set := rendertest.ScaleSet(50, 3)
-	rr := NewRenderer()
+	rr := NewRenderer(Options{})
 	first := rr.Render(set)
 	if got, want := first.String(), Render(set).String(); got != want {
 		t.Fatalf("Renderer and Render differ:\n%s", lineDiff(want, got))

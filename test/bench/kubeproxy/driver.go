@@ -36,7 +36,7 @@ type syncReport struct {
 
 // runDriver is the vxflow side of the benchmark: the informer-to-kernel path the agent will have (watch
 // Services and EndpointSlices, coalesce, build the model, render, sync), run in the node's namespace.
-func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr) error {
+func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, inline bool) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -44,6 +44,9 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr) error {
 		return fmt.Errorf("failed to load kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 1000, 1000
+	// Protobuf, as kube-proxy uses by default (clientConnection.contentType).
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
@@ -82,6 +85,10 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr) error {
 		Datapath:       model.DatapathNetdev,
 	}
 	enc := json.NewEncoder(os.Stdout)
+	// The builder and renderer remember the previous sync, so that one changed object costs a pass over
+	// the lists plus that Service, as in the agent.
+	var builder model.ServiceBuilder
+	renderer := nftables.NewRenderer(nftables.Options{InlineEndpoints: inline})
 	for {
 		select {
 		case <-ctx.Done():
@@ -91,12 +98,12 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr) error {
 		t0 := time.Now()
 		svcList, _ := svcs.Lister().List(labels.Everything())
 		esList, _ := slices.Lister().List(labels.Everything())
-		set, err := model.BuildServices(model.ServiceInput{Node: node, Services: svcList, EndpointSlices: esList})
+		set, err := builder.Build(model.ServiceInput{Node: node, Services: svcList, EndpointSlices: esList})
 		if err != nil {
 			return err
 		}
 		t1 := time.Now()
-		rs := nftables.Render(set)
+		rs := renderer.Render(set)
 		t2 := time.Now()
 		res, err := syncer.Sync(ctx, rs)
 		t3 := time.Now()

@@ -43,6 +43,8 @@ type options struct {
 	nsKP       string
 	nsVX       string
 	out        string
+	inline     bool
+	gogc       string
 }
 
 func main() {
@@ -61,12 +63,14 @@ func main() {
 	flag.StringVar(&o.nsKP, "ns-kp", "", "internal: kube-proxy namespace")
 	flag.StringVar(&o.nsVX, "ns-vx", "", "internal: vxflow namespace")
 	flag.StringVar(&o.out, "out", "", "also write the results as JSON to this file")
+	flag.BoolVar(&o.inline, "inline-endpoints", false, "render vxflow with nftables.Options.InlineEndpoints")
+	flag.StringVar(&o.gogc, "vxflow-gogc", "", "GOGC for the vxflow driver (default: Go's)")
 	flag.Parse()
 
 	var err error
 	switch o.phase {
 	case "driver":
-		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP))
+		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP), o.inline)
 	case "run":
 		err = run(o)
 	case "":
@@ -154,6 +158,7 @@ func setup(o options) error {
 		fmt.Sprintf("-services=%d", o.services), fmt.Sprintf("-endpoints=%d", o.endpoints),
 		fmt.Sprintf("-changes=%d", o.changes), fmt.Sprintf("-workers=%d", o.workers),
 		"-assets=" + o.assets, "-kube-proxy=" + o.kubeProxy, "-out=" + o.out,
+		fmt.Sprintf("-inline-endpoints=%v", o.inline), "-vxflow-gogc=" + o.gogc,
 		"-ns-cp=" + o.nsCP, "-ns-kp=" + o.nsKP, "-ns-vx=" + o.nsVX}
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

@@ -57,6 +57,7 @@ type results struct {
 
 func run(o options) error {
 	ctx := context.Background()
+	gogc = o.gogc
 	if err := os.Setenv("KUBEBUILDER_ASSETS", o.assets); err != nil {
 		return err
 	}
@@ -175,7 +176,7 @@ func run(o options) error {
 		if i == monitorAt {
 			monitors = map[string]*monitor{}
 			for _, p := range proxies {
-				m, err := startMonitor(p.ns)
+				m, err := startMonitor(p.ns, time.Duration(3+o.services*o.endpoints/10000)*time.Second)
 				if err != nil {
 					return err
 				}
@@ -451,8 +452,13 @@ func startDriver(o options, work, kubeconfig string) (*proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startProxy("vxflow", o.nsVX, work, self, "-phase=driver", "-driver-kubeconfig="+kubeconfig, "-node=vx-node", "-node-ip="+vxAddr)
+	p, err := startProxy("vxflow", o.nsVX, work, self, "-phase=driver", "-driver-kubeconfig="+kubeconfig, "-node=vx-node",
+		"-node-ip="+vxAddr, fmt.Sprintf("-inline-endpoints=%v", o.inline))
+	return p, err
 }
+
+// gogc is the -vxflow-gogc setting.
+var gogc string
 
 func startProxy(name, ns, work, bin string, args ...string) (*proxy, error) {
 	log, err := os.Create(filepath.Join(work, name+".log"))
@@ -461,6 +467,9 @@ func startProxy(name, ns, work, bin string, args ...string) (*proxy, error) {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	if name == "vxflow" && gogc != "" {
+		cmd.Env = append(os.Environ(), "GOGC="+gogc)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("failed to start %s: %w", name, err)
 	}
@@ -554,7 +563,7 @@ type monitor struct {
 	lines chan []string
 }
 
-func startMonitor(ns string) (*monitor, error) {
+func startMonitor(ns string, settle time.Duration) (*monitor, error) {
 	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "monitor", "ruleset")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -577,7 +586,7 @@ func startMonitor(ns string) (*monitor, error) {
 		m.lines <- events
 	}()
 	// nft monitor reads the ruleset before it starts listening; give it time on a big table.
-	time.Sleep(3 * time.Second)
+	time.Sleep(settle)
 	return m, nil
 }
 
@@ -668,7 +677,8 @@ func report(r results, o options) {
 		}
 		return fmt.Sprintf("%.1fx", kp/vx)
 	}
-	fmt.Printf("\n%d Services x %d endpoints (objects created in %.1fs)\n", o.services, o.endpoints, r.CreateSeconds)
+	fmt.Printf("\n%d Services x %d endpoints (objects created in %.1fs), vxflow InlineEndpoints=%v GOGC=%q\n",
+		o.services, o.endpoints, r.CreateSeconds, o.inline, o.gogc)
 	fmt.Printf("%-44s %12s %12s %10s\n", "", "kube-proxy", "vxflow", "kp/vxflow")
 	row := func(label string, kp, vx float64, unit string) {
 		fmt.Printf("%-44s %11.1f%s %11.1f%s %10s\n", label, kp, unit, vx, unit, ratio(kp, vx))

@@ -96,6 +96,8 @@ type Case struct {
 	Slices   []*discoveryv1.EndpointSlice
 	// Contains are lines the rendered text must hold, so that a wrong -update cannot bless a broken ruleset.
 	Contains []string
+	// InlineEndpoints renders with nftables.Options.InlineEndpoints.
+	InlineEndpoints bool
 }
 
 // Cases are shared with the apply integration test, which programs each one into a kernel and
@@ -247,6 +249,29 @@ func Cases() []Case {
 				"meta l4proto udp dnat to 10.128.2.40:5353",
 				"meta l4proto sctp dnat to 10.128.2.40:9999",
 				"ip daddr 172.30.0.40 sctp dport 9999 ip saddr != @cluster-cidrs jump mark-for-masquerade",
+			},
+		},
+		{
+			Name: "inline-endpoints", Node: Node(), InlineEndpoints: true,
+			Services: []*corev1.Service{
+				Service("ns5", "three", "172.30.0.50"),
+				Service("ns5", "sticky", "172.30.0.51", func(s *corev1.Service) {
+					s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+				}),
+			},
+			Slices: []*discoveryv1.EndpointSlice{
+				Slice("ns5", "three", "http", corev1.ProtocolTCP, 8080,
+					Endpoint{IP: "10.128.0.50", Node: "node1"}, Endpoint{IP: "10.128.2.50", Node: "node2"},
+					Endpoint{IP: "10.128.2.51", Node: "node2"}),
+				Slice("ns5", "sticky", "http", corev1.ProtocolTCP, 8080,
+					Endpoint{IP: "10.128.0.51", Node: "node1"}, Endpoint{IP: "10.128.2.52", Node: "node2"}),
+			},
+			Contains: []string{
+				"numgen random mod 3 0 meta l4proto tcp dnat to 10.128.0.50:8080",
+				"numgen random mod 2 0 meta l4proto tcp dnat to 10.128.2.50:8080",
+				"meta l4proto tcp dnat to 10.128.2.51:8080",
+				// Session affinity still needs its per-endpoint chains and sets.
+				"goto endpoint-ns5/sticky/tcp/http__10.128.0.51/8080",
 			},
 		},
 	}
