@@ -46,6 +46,8 @@ const (
 	podGateway = "10.128.0.1"
 	lbIP       = "10.10.12.208"
 	externalIP = "192.168.200.30"
+	// firewalledLB is a LoadBalancer IP whose Service allows only 10.0.0.0/8 (loadBalancerSourceRanges).
+	firewalledLB = "10.10.12.215"
 )
 
 func newTopology(t *testing.T) *topology {
@@ -211,6 +213,7 @@ func mustDial(t *testing.T, ns, network, addr string) reply {
 //   - local: NodePort 30090 and ExternalIP 192.168.200.30:80 with externalTrafficPolicy Local, endpoints a and b.
 //   - empty: ClusterIP 172.30.0.13:80 and NodePort 30099, no endpoints.
 //   - hairpin: ClusterIP 172.30.0.14:80, endpoint a only.
+//   - firewalled: LoadBalancer 10.10.12.215:80 open to 10.0.0.0/8 only, endpoint b.
 func packetServices() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 	ab := []rendertest.Endpoint{{IP: podAIP, Node: "node1"}, {IP: podBIP, Node: "node2"}}
 	both := rendertest.Service("test", "both", "172.30.0.10", func(s *corev1.Service) {
@@ -237,7 +240,14 @@ func packetServices() ([]*corev1.Service, []*discoveryv1.EndpointSlice) {
 		s.Spec.Ports[0].NodePort = 30099
 	})
 	hairpin := rendertest.Service("test", "hairpin", "172.30.0.14")
-	return []*corev1.Service{both, sticky, seed, local, empty, hairpin}, []*discoveryv1.EndpointSlice{
+	firewalled := rendertest.Service("test", "firewalled", "172.30.0.15", func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Spec.Ports[0].NodePort = 30015
+		s.Spec.LoadBalancerSourceRanges = []string{"10.0.0.0/8"}
+		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: firewalledLB}}
+	})
+	return []*corev1.Service{both, sticky, seed, local, empty, hairpin, firewalled}, []*discoveryv1.EndpointSlice{
+		rendertest.Slice("test", "firewalled", "http", corev1.ProtocolTCP, 8080, rendertest.Endpoint{IP: podBIP, Node: "node2"}),
 		bothSlice,
 		rendertest.Slice("test", "sticky", "http", corev1.ProtocolTCP, 8080, ab...),
 		rendertest.Slice("almighty", "almighty5", "web", corev1.ProtocolTCP, 8080, rendertest.Endpoint{IP: podBIP, Node: "node2"}),
@@ -390,6 +400,18 @@ func checkPacketsThroughServices(t *testing.T, opts nftables.Options) {
 			if d := time.Since(start); d > time.Second {
 				t.Fatalf("%s from %s: refusal took %v", c.addr, c.ns, d)
 			}
+		}
+	})
+	t.Run("loadBalancerSourceRanges", func(t *testing.T) {
+		if r := mustDial(t, tp.podA, "tcp4", firewalledLB+":80"); r.server != "pod-b" {
+			t.Fatalf("a source inside the ranges got %+v, want pod-b", r)
+		}
+		if r, err := dial(tp.client, "tcp4", firewalledLB+":80"); err == nil {
+			t.Fatalf("a source outside the ranges got through: %+v", r)
+		}
+		// NodePorts are not subject to the ranges, as in kube-proxy.
+		if r := mustDial(t, tp.client, "tcp4", nodeIP+":30015"); r.server != "pod-b" {
+			t.Fatalf("NodePort of the firewalled Service: got %+v, want pod-b", r)
 		}
 	})
 	t.Run("hairpin", func(t *testing.T) {
