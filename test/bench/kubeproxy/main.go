@@ -45,6 +45,7 @@ type options struct {
 	out        string
 	inline     bool
 	gogc       string
+	dump       string
 }
 
 func main() {
@@ -65,6 +66,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "also write the results as JSON to this file")
 	flag.BoolVar(&o.inline, "inline-endpoints", false, "render vxflow with nftables.Options.InlineEndpoints")
 	flag.StringVar(&o.gogc, "vxflow-gogc", "", "GOGC for the vxflow driver (default: Go's)")
+	flag.StringVar(&o.dump, "dump", "", "write both rulesets, once programmed, to <dump>.kube-proxy.nft and <dump>.vxflow.nft")
 	flag.Parse()
 
 	var err error
@@ -158,7 +160,7 @@ func setup(o options) error {
 		fmt.Sprintf("-services=%d", o.services), fmt.Sprintf("-endpoints=%d", o.endpoints),
 		fmt.Sprintf("-changes=%d", o.changes), fmt.Sprintf("-workers=%d", o.workers),
 		"-assets=" + o.assets, "-kube-proxy=" + o.kubeProxy, "-out=" + o.out,
-		fmt.Sprintf("-inline-endpoints=%v", o.inline), "-vxflow-gogc=" + o.gogc,
+		fmt.Sprintf("-inline-endpoints=%v", o.inline), "-vxflow-gogc=" + o.gogc, "-dump=" + o.dump,
 		"-ns-cp=" + o.nsCP, "-ns-kp=" + o.nsKP, "-ns-vx=" + o.nsVX}
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

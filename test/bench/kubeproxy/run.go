@@ -167,6 +167,17 @@ func run(o options) error {
 		step("%s programmed %d Services in %.2fs", p.name, o.services+1, res.ReadySeconds[p.name])
 	}
 	time.Sleep(3 * time.Second)
+	if o.dump != "" {
+		for _, p := range proxies {
+			out, err := exec.Command("ip", "netns", "exec", p.ns, "nft", "list", "ruleset").Output()
+			if err != nil {
+				return fmt.Errorf("failed to list %s's ruleset: %w", p.name, err)
+			}
+			if err := os.WriteFile(o.dump+"."+p.name+".nft", out, 0o644); err != nil {
+				return err
+			}
+		}
+	}
 
 	step("timing %d single-endpoint changes", o.changes)
 	ips := []string{probeB, probeA}
