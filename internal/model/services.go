@@ -186,3 +186,16 @@ func (n *ServiceNode) Equal(o *ServiceNode) bool {
 		n.ServiceNetwork == o.ServiceNetwork && n.VXLANPort == o.VXLANPort && n.Datapath == o.Datapath &&
 		n.MasqueradeMark == o.MasqueradeMark
 }
+
+// Clone returns a deep copy of the Service, so that a cache can keep it while the caller reuses its slices.
+func (s *Service) Clone() Service {
+	c := *s
+	c.ExternalIPs = slices.Clone(s.ExternalIPs)
+	c.LoadBalancerIPs = slices.Clone(s.LoadBalancerIPs)
+	c.SourceRanges = slices.Clone(s.SourceRanges)
+	c.Ports = slices.Clone(s.Ports)
+	for i := range c.Ports {
+		c.Ports[i].Endpoints = slices.Clone(s.Ports[i].Endpoints)
+	}
+	return c
+}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -32,11 +33,11 @@ func benchNetNS(b *testing.B, name string) (*Syncer, func()) {
 
 // benchFull measures a first (full) sync of n Services × eps endpoints into an empty namespace: render
 // excluded, netlink encoding and the kernel's commit included.
-func benchFull(b *testing.B, n, eps int) {
+func benchFull(b *testing.B, n, eps int, inline bool) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	r := nftables.Render(rendertest.ScaleSet(n, eps))
+	r := nftables.NewRenderer(nftables.Options{InlineEndpoints: inline}).Render(rendertest.ScaleSet(n, eps))
 	sets, chains, rules, elems := r.Counts()
 	b.ReportMetric(float64(chains), "chains")
 	b.ReportMetric(float64(rules), "rules")
@@ -60,24 +61,27 @@ func benchFull(b *testing.B, n, eps int) {
 
 // benchOneEndpoint measures a partial sync that moves one endpoint of one Service (one endpoint chain
 // replaced, the service chain rewritten) in a table of n Services × eps endpoints.
-func benchOneEndpoint(b *testing.B, n, eps int) {
+func benchOneEndpoint(b *testing.B, n, eps int, inline bool) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
 	set := rendertest.ScaleSet(n, eps)
 	s, done := benchNetNS(b, "vxbench-"+itoa(os.Getpid())+"-p")
 	defer done()
-	if _, err := s.Sync(context.Background(), nftables.Render(set)); err != nil {
+	if _, err := s.Sync(context.Background(), nftables.NewRenderer(nftables.Options{InlineEndpoints: inline}).Render(set)); err != nil {
 		b.Fatal(err)
 	}
 	p := &set.Services[n/2].Ports[0]
-	orig := p.Endpoints[0].Addr
-	moved := netip.MustParseAddr("10.131.255.254")
+	orig := p.Endpoints
+	moved := slices.Clone(orig)
+	moved[0].Addr = netip.MustParseAddr("10.131.255.254")
+	// One Renderer for both states, as in the agent: every other Service's group is shared.
+	rr := nftables.NewRenderer(nftables.Options{InlineEndpoints: inline})
 	var states [2]*nftables.Ruleset
-	p.Endpoints[0].Addr = moved
-	states[0] = nftables.Render(set)
-	p.Endpoints[0].Addr = orig
-	states[1] = nftables.Render(set)
+	p.Endpoints = moved
+	states[0] = rr.Render(set)
+	p.Endpoints = orig
+	states[1] = rr.Render(set)
 	var kernel time.Duration
 	for i := 0; b.Loop(); i++ {
 		res, err := s.Sync(context.Background(), states[i%2])
@@ -95,7 +99,15 @@ func benchOneEndpoint(b *testing.B, n, eps int) {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-func BenchmarkSyncFull10kx10(b *testing.B)        { benchFull(b, 10000, 10) }
-func BenchmarkSyncFull1kx100(b *testing.B)        { benchFull(b, 1000, 100) }
-func BenchmarkSyncOneEndpoint10kx10(b *testing.B) { benchOneEndpoint(b, 10000, 10) }
-func BenchmarkSyncOneEndpoint1kx100(b *testing.B) { benchOneEndpoint(b, 1000, 100) }
+func BenchmarkSyncFull10kx10(b *testing.B)        { benchFull(b, 10000, 10, false) }
+func BenchmarkSyncFull1kx100(b *testing.B)        { benchFull(b, 1000, 100, false) }
+func BenchmarkSyncFullInline10kx10(b *testing.B)  { benchFull(b, 10000, 10, true) }
+func BenchmarkSyncFullInline1kx100(b *testing.B)  { benchFull(b, 1000, 100, true) }
+func BenchmarkSyncOneEndpoint10kx10(b *testing.B) { benchOneEndpoint(b, 10000, 10, false) }
+func BenchmarkSyncOneEndpoint1kx100(b *testing.B) { benchOneEndpoint(b, 1000, 100, false) }
+func BenchmarkSyncOneEndpointInline10kx10(b *testing.B) {
+	benchOneEndpoint(b, 10000, 10, true)
+}
+func BenchmarkSyncOneEndpointInline1kx100(b *testing.B) {
+	benchOneEndpoint(b, 1000, 100, true)
+}

@@ -6,7 +6,7 @@ import (
 	"github.com/vxflow/vxflow/internal/render/nftables/rendertest"
 )
 
-// BenchmarkRender renders 10,000 Services with 10 endpoints each (110,000 chains, 330,000 rules).
+// BenchmarkRender10kx10 renders 10,000 Services with 10 endpoints each (110,000 chains, 330,000 rules).
 func BenchmarkRender10kx10(b *testing.B) {
 	set := rendertest.ScaleSet(10000, 10)
 	b.ReportAllocs()
@@ -21,5 +21,26 @@ func BenchmarkRender1kx100(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		Render(set)
+	}
+}
+
+// BenchmarkRendererOneChange10kx10 re-renders 10,000 Services after one endpoint change with a Renderer
+// that keeps the previous result, as the agent does.
+func BenchmarkRendererOneChange10kx10(b *testing.B) {
+	set := rendertest.ScaleSet(10000, 10)
+	rr := NewRenderer(Options{})
+	rr.Render(set)
+	p := &set.Services[5000].Ports[0]
+	orig := p.Endpoints[0]
+	moved := orig
+	moved.Port = 9999
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%2 == 0 {
+			p.Endpoints[0] = moved
+		} else {
+			p.Endpoints[0] = orig
+		}
+		rr.Render(set)
 	}
 }

@@ -41,7 +41,8 @@ type Options struct {
 // Renderer renders like Render but remembers what it rendered for each Service, and reuses it (the same
 // *ServiceRules, chains and sets) when the Service is Equal to its previous version, so that a change to
 // one Service costs a pass over the list plus that Service. The applier recognises reused groups by
-// pointer and skips them. A Renderer is not safe for concurrent use.
+// pointer and skips them. It keeps a deep copy of each Service, so the caller may reuse its ServiceSet.
+// A Renderer is not safe for concurrent use.
 type Renderer struct {
 	opts  Options
 	node  model.ServiceNode
@@ -90,7 +91,7 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 
 // renderService renders one Service's chains, sets and map elements.
 func renderService(node *model.ServiceNode, s *model.Service, opts Options) *ServiceRules {
-	f := &fragment{node: node, out: &ServiceRules{Key: s.Key(), svc: *s}}
+	f := &fragment{node: node, out: &ServiceRules{Key: s.Key(), svc: s.Clone()}}
 	f.inline = opts.InlineEndpoints && node.Datapath != model.DatapathSystem && s.AffinityTimeout == 0
 	for j := range s.Ports {
 		f.servicePort(s, &s.Ports[j])
