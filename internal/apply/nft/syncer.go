@@ -279,7 +279,7 @@ func (s *Syncer) batchSizeHint(desired *nftables.Ruleset) int {
 }
 
 // errNeedFull asks for a full sync instead of a partial one.
-var errNeedFull = errors.New("a set or base chain changed its type")
+var errNeedFull = errors.New("the table's layout changed (a set's type, a base chain, or a chain's group)")
 
 // invalidate forgets the kernel's state, so that the next transaction rewrites the whole table.
 func (s *Syncer) invalidate(reason string) {
@@ -413,6 +413,9 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 	var rewrite []*nftables.Chain
 	var delSets []string
 	gone := func(c *nftables.Chain) {
+		if _, fixed := next.fixed[c.Name]; fixed {
+			return // a hand-built Ruleset lists every chain as fixed
+		}
 		tx.flushChain(c.Name)
 		tx.newStale[c.Name] = now
 	}
@@ -437,7 +440,9 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 	for _, c := range desired.FixedChains() {
 		o, ok := old.fixed[c.Name]
 		switch {
-		case !ok && c.Base != nil:
+		case !ok && (c.Base != nil || inOldGroup(old, c.Name)):
+			// A chain moving between the fixed part and a Service group (a hand-built Ruleset after a
+			// rendered one) is rare enough to leave to a full sync.
 			return nil, errNeedFull
 		case !ok:
 			added(c)
@@ -489,7 +494,10 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 		}
 		for _, c := range g.Chains {
 			oc, ok := oldChains[c.Name]
+			_, wasFixed := old.fixed[c.Name]
 			switch {
+			case !ok && wasFixed:
+				return nil, errNeedFull
 			case !ok:
 				added(c)
 			case !oc.Equal(c):
@@ -511,7 +519,9 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 				gone(c)
 			}
 			for _, st := range o.Sets {
-				delSets = append(delSets, st.Name)
+				if _, fixed := next.sets[st.Name]; !fixed {
+					delSets = append(delSets, st.Name)
+				}
 			}
 		}
 	}
@@ -562,6 +572,18 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 	}
 	next.objects = uint32(len(desired.Chains) + len(desired.Sets))
 	return next, nil
+}
+
+// inOldGroup reports whether a chain belonged to one of the previously programmed Service groups.
+func inOldGroup(old *kernelState, name string) bool {
+	for _, g := range old.groups {
+		for _, c := range g.Chains {
+			if c.Name == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // newKernelState indexes a ruleset as the state the kernel will hold once it is programmed.

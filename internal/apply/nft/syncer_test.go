@@ -226,3 +226,20 @@ func TestRestartAdoptsExistingTable(t *testing.T) {
 	mustSync(t, s2, want)
 	requireSameTable(t, ns, want)
 }
+
+// TestRendererThenHandBuilt syncs a Renderer's ruleset, then the same content as a hand-built Ruleset (no
+// Service groups), then rendered again: nothing may be lost, doubled or left stale.
+func TestRendererThenHandBuilt(t *testing.T) {
+	s, ns := newTestSyncer(t, "nfth")
+	s.opts.StaleChainDelay = time.Nanosecond
+	r := renderSeed(t, []string{"10.128.2.151", "10.128.2.152"}, true)
+	mustSync(t, s, r)
+	flat := &nftables.Ruleset{Sets: r.Sets, Chains: r.Chains}
+	for i, next := range []*nftables.Ruleset{flat, flat, renderSeed(t, []string{"10.128.2.151", "10.128.2.152"}, true)} {
+		mustSync(t, s, next)
+		if len(s.stale) != 0 {
+			t.Fatalf("step %d: chains left stale: %v", i, s.stale)
+		}
+		requireSameTable(t, ns, r)
+	}
+}
