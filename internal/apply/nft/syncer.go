@@ -19,8 +19,10 @@ import (
 // Interface programs the desired table ip vxflow; the agent depends on it, and tests of the agent use Fake.
 type Interface interface {
 	// Sync makes the kernel's table equal to desired in one atomic transaction and returns what it did.
-	// It is idempotent: syncing the same desired state twice sends nothing the second time (unless the
-	// table changed behind its back, which it then repairs). triggerTimes are the EndpointSlice
+	// It is idempotent: syncing the same desired state twice sends nothing the second time. Call it
+	// periodically (every few seconds) with the last desired ruleset as the drift check: it costs one
+	// generation read unless another writer changed the namespace's ruleset, in which case it rewrites
+	// the table (a deleted or edited table is restored). triggerTimes are the EndpointSlice
 	// last-change-trigger-times this sync carries, observed in network_programming_duration_seconds.
 	Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (Result, error)
 	// Close releases the netlink socket and the namespace handle; the table stays as programmed.
@@ -94,6 +96,9 @@ type Syncer struct {
 	stale map[string]time.Time
 	// sizeHint is the buffer size to start a full sync's batch with: the last full batch's size.
 	sizeHint int
+	// lastDesired is the ruleset of the last successful sync; syncing the same pointer again while the
+	// generation is unchanged returns at once. Rulesets must not be modified after they are synced.
+	lastDesired *nftables.Ruleset
 }
 
 // kernelState is what the table holds: desired chains by name and sets with their elements.
@@ -212,6 +217,10 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 		if s.programmed != nil && gen.ID != s.gen {
 			s.invalidate(s.driftReason(gen))
 		}
+		if s.programmed != nil && desired == s.lastDesired && len(s.stale) == 0 {
+			// The periodic drift check: the same desired state and nobody else wrote: nothing to do.
+			return Result{}, nil
+		}
 		tx := newTransaction(s.table.Name, gen.ID, s.batchSizeHint(desired))
 		var next *kernelState
 		var res Result
@@ -233,7 +242,7 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 		res.ChainsWritten, res.ChainsDeleted, res.RulesWritten = tx.chainsWritten, tx.chainsDeleted, tx.rules
 		res.ElementsAdded, res.ElementsDeleted = tx.elemsAdded, tx.elemsDeleted
 		if res.Messages == 0 {
-			s.programmed = next
+			s.programmed, s.lastDesired = next, desired
 			return res, nil
 		}
 		built := time.Now()
@@ -254,7 +263,7 @@ func (s *Syncer) sync(ctx context.Context, desired *nftables.Ruleset, now time.T
 		}
 		// The batch carried gen.ID, so the kernel accepted it only as the very next generation.
 		s.gen = gen.ID + 1
-		s.programmed = next
+		s.programmed, s.lastDesired = next, desired
 		for name := range tx.deletedStale {
 			delete(s.stale, name)
 		}
@@ -286,7 +295,7 @@ func (s *Syncer) invalidate(reason string) {
 	if s.programmed != nil {
 		s.log.Info("Forgot the programmed nftables state", "reason", reason)
 	}
-	s.programmed, s.fullReason = nil, reason
+	s.programmed, s.fullReason, s.lastDesired = nil, reason, nil
 }
 
 // driftReason explains a generation change by someone else, for logs and the drift metric.
