@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ServiceInput is everything BuildServices needs: the Service and EndpointSlice objects the agent watches
@@ -76,7 +77,7 @@ func (b *ServiceBuilder) Build(in ServiceInput) (*ServiceSet, error) {
 		key := svc.Namespace + "/" + svc.Name
 		es := slicesBySvc[key]
 		bs := b.cache[key]
-		if bs == nil || bs.svc != svc || !slices.Equal(bs.slices, es) {
+		if bs == nil || !sameObject(bs.svc, svc) || !slices.EqualFunc(bs.slices, es, sameObject) {
 			bs = &builtService{svc: svc, slices: es}
 			bs.out, bs.ok = buildService(svc, &bs.skipped)
 			if bs.ok {
@@ -96,6 +97,16 @@ func (b *ServiceBuilder) Build(in ServiceInput) (*ServiceSet, error) {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	return set, nil
+}
+
+// sameObject reports whether two objects are the same version of the same object: the same pointer (an
+// informer's store), or the same UID and resourceVersion (a cache that hands out copies).
+func sameObject[T metav1.Object](a, b T) bool {
+	if any(a) == any(b) {
+		return true
+	}
+	return a.GetUID() != "" && a.GetUID() == b.GetUID() &&
+		a.GetResourceVersion() != "" && a.GetResourceVersion() == b.GetResourceVersion()
 }
 
 // validateServiceNode checks the node facts and fills in defaults.

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	utilptr "k8s.io/utils/ptr"
 )
 
@@ -239,5 +240,39 @@ func TestServiceBuilderReuse(t *testing.T) {
 	fresh, _ := BuildServices(ServiceInput{Node: testServiceNode(), Services: svcs, EndpointSlices: slices})
 	if !reflect.DeepEqual(fresh.Services, second.Services) {
 		t.Errorf("cached build differs from a fresh one:\n%+v\n%+v", second.Services, fresh.Services)
+	}
+}
+
+// TestServiceBuilderReuseByVersion checks that copies of the same object versions, as a cache that deep-copies
+// on List hands out, are reused too, and that a new resourceVersion is rebuilt.
+func TestServiceBuilderReuseByVersion(t *testing.T) {
+	versioned := func(obj interface {
+		SetUID(types.UID)
+		SetResourceVersion(string)
+	}, uid, rv string) {
+		obj.SetUID(types.UID(uid))
+		obj.SetResourceVersion(rv)
+	}
+	build := func(b *ServiceBuilder, sliceRV string) *ServiceSet {
+		t.Helper()
+		svc := makeTestSvc("a")
+		versioned(svc, "svc-a", "10")
+		es := makeTestEPSlice("a-1", "a")
+		versioned(es, "slice-a", sliceRV)
+		set, err := b.Build(ServiceInput{Node: testServiceNode(), Services: []*corev1.Service{svc}, EndpointSlices: []*discoveryv1.EndpointSlice{es}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	var b ServiceBuilder
+	first := build(&b, "20")
+	second := build(&b, "20")
+	if &first.Services[0].Ports[0] != &second.Services[0].Ports[0] {
+		t.Errorf("copies of unchanged objects were rebuilt")
+	}
+	third := build(&b, "21")
+	if &second.Services[0].Ports[0] == &third.Services[0].Ports[0] {
+		t.Errorf("a slice with a new resourceVersion was not rebuilt")
 	}
 }
