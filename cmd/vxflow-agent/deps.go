@@ -28,13 +28,13 @@ type nodeDeps struct {
 	closer []func()
 }
 
-func newNodeDeps(_ context.Context, o *options, metrics *agent.Metrics, log logr.Logger) (*nodeDeps, error) {
+func newNodeDeps(_ context.Context, o *options, metrics *agent.Metrics, reg prometheus.Registerer, log logr.Logger) (*nodeDeps, error) {
 	m, err := link.New()
 	if err != nil {
 		return nil, fmt.Errorf("failed to open netlink: %w", err)
 	}
 	d := &nodeDeps{links: agent.Links{Manager: m}, o: o, log: log, closer: []func(){m.Close}}
-	nftables, err := newRulesetApplier(metrics, log)
+	nftables, err := newRulesetApplier(metrics, reg, log)
 	if err != nil {
 		d.close()
 		return nil, err
@@ -131,8 +131,8 @@ plugin directory, atomically, so that the runtime never executes a half-written 
 }
 
 // newRulesetApplier programs table ip vxflow in the agent's own network namespace.
-func newRulesetApplier(metrics *agent.Metrics, log logr.Logger) (*agent.NFTables, error) {
-	s, err := nft.NewSyncer(nft.Options{Logger: log})
+func newRulesetApplier(metrics *agent.Metrics, reg prometheus.Registerer, log logr.Logger) (*agent.NFTables, error) {
+	s, err := nft.NewSyncer(nft.Options{Logger: log, Metrics: nft.NewMetrics(reg)})
 	if err != nil {
 		return nil, fmt.Errorf("failed to open nf_tables: %w", err)
 	}

@@ -38,7 +38,7 @@ func (f *fakeLinks) Apply(_ context.Context, v *model.NodeView) ([]string, error
 // fakeNFT keeps the last ruleset it was given.
 type fakeNFT struct{ last *nftables.Ruleset }
 
-func (f *fakeNFT) Sync(_ context.Context, rs *nftables.Ruleset) (int, error) {
+func (f *fakeNFT) Sync(_ context.Context, rs *nftables.Ruleset, _ ...time.Time) (int, error) {
 	f.last = rs
 	return 7, nil
 }

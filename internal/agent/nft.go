@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -21,8 +22,8 @@ type NFTables struct {
 var _ RulesetApplier = (*NFTables)(nil)
 
 // Sync is part of RulesetApplier.
-func (n *NFTables) Sync(ctx context.Context, desired *nftables.Ruleset) (int, error) {
-	res, err := n.Interface.Sync(ctx, desired)
+func (n *NFTables) Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (int, error) {
+	res, err := n.Interface.Sync(ctx, desired, triggerTimes...)
 	if err != nil {
 		return 0, err
 	}
