@@ -14,6 +14,7 @@ package ovs
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/ovn-org/libovsdb/model"
 	"github.com/ovn-org/libovsdb/ovsdb"
@@ -29,6 +30,7 @@ type portOp struct {
 	delete bool              // DeletePort
 
 	err  error         // the outcome, set before done is closed
+	cfg  int           // with a delete: the next_cfg ovs-vswitchd reaches once it has removed the port
 	done chan struct{} // closed once the change is in OVSDB and in the cache, or failed
 }
 
@@ -97,17 +99,23 @@ func (s *Switch) commitPortOpsLocked(ctx context.Context, batch []*portOp) {
 	if len(ok) == 0 {
 		return
 	}
-	_, err = s.ensureLocked(ctx, func(snap *snapshot) ([]ovsdb.Operation, []string, error) { return s.planPortOps(snap, ok) })
+	// Deletes ask for a barrier: ovs-vswitchd closes a removed port's socket in its main loop (with the
+	// userspace datapath, one synchronize_net() in the kernel per port), and DeletePort waits for that rather
+	// than leaving the work to whatever the switch does next, such as the ADDs that follow.
+	barrier := slices.ContainsFunc(ok, func(op *portOp) bool { return op.delete })
+	_, cfg, err := s.transactLocked(ctx, func(snap *snapshot) ([]ovsdb.Operation, []string, error) {
+		return s.planPortOps(snap, ok)
+	}, barrier)
 	if err == nil || len(ok) == 1 {
 		for _, op := range ok {
-			op.err = err
+			op.err, op.cfg = err, cfg
 		}
 		return
 	}
 	for _, op := range ok {
-		_, op.err = s.ensureLocked(op.ctx, func(snap *snapshot) ([]ovsdb.Operation, []string, error) {
+		_, op.cfg, op.err = s.transactLocked(op.ctx, func(snap *snapshot) ([]ovsdb.Operation, []string, error) {
 			return s.planPortOps(snap, []*portOp{op})
-		})
+		}, op.delete)
 	}
 }
 

@@ -301,3 +301,51 @@ func TestSwitchPortBatchIsolatesErrors(t *testing.T) {
 		t.Errorf("vi0 is still on br0")
 	}
 }
+
+func TestSwitchDeletePortWaitsForVSwitchd(t *testing.T) {
+	ovsnode.RequireRoot(t)
+	s, n := newTestSwitch(t, "delw")
+	ensureTestBridge(t, s, n)
+	ctx := context.Background()
+	names := []string{"vd0", "vd1", "vd2"}
+	for _, name := range names {
+		addVeth(n, name)
+		if _, err := s.EnsurePodPort(ctx, name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var calls []func()
+	errs := make([]error, len(names))
+	for i, name := range names[:2] {
+		calls = append(calls, func() { errs[i] = s.DeletePort(ctx, name) })
+	}
+	queued(t, s, calls)
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("DeletePort: %v, %v", errs[0], errs[1])
+	}
+	// When DeletePort returns, ovs-vswitchd has applied the removal: it has reached the configuration the
+	// transaction asked for (read from the cache at once: ovs-appctl and ovs-vsctl would themselves wait
+	// for ovs-vswitchd's main loop) and its datapath no longer has the ports.
+	snap, err := s.snapshot(ctx)
+	if err != nil || snap.root == nil || snap.root.CurCfg < snap.root.NextCfg {
+		t.Errorf("right after DeletePort: root %+v, %v; want cur_cfg >= next_cfg", snap.root, err)
+	}
+	if dp := n.Appctl("dpif/show"); strings.Contains(dp, "vd0") || strings.Contains(dp, "vd1") || !strings.Contains(dp, "vd2") {
+		t.Errorf("the datapath after DeletePort(vd0, vd1):\n%s", dp)
+	}
+
+	// Without ovs-vswitchd, DeletePort still removes the port from OVSDB and returns after the bound.
+	s.deleteWait = 300 * time.Millisecond
+	n.StopVSwitchd()
+	start := time.Now()
+	if err := s.DeletePort(ctx, "vd2"); err != nil {
+		t.Errorf("DeletePort without ovs-vswitchd = %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("DeletePort without ovs-vswitchd took %v", d)
+	}
+	if out := n.Vsctl("list-ports", "br0"); strings.Contains(out, "vd2") {
+		t.Errorf("vd2 is still in OVSDB: %q", out)
+	}
+	n.StartVSwitchd()
+}

@@ -60,7 +60,8 @@ type Switch struct {
 	queueMu sync.Mutex
 	queue   []*portOp // pod port changes waiting for the next shared transaction
 
-	transactions atomic.Int64 // OVSDB transactions sent, for tests
+	transactions atomic.Int64  // OVSDB transactions sent, for tests
+	deleteWait   time.Duration // DeleteApplyWait; tests shorten it
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced whenever the cache changes
@@ -109,6 +110,7 @@ func New(ctx context.Context, cfg Config) (*Switch, error) {
 		timeout:     cfg.Timeout,
 		db:          c,
 		changed:     make(chan struct{}),
+		deleteWait:  DeleteApplyWait,
 	}
 	// Waiters for ovs-vswitchd (an ofport) or for our own transaction wake up on the change instead of
 	// polling: with 20 CNI ADDs at once, polling snapshots cost the CPU ovs-vswitchd needs.
@@ -121,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Switch, error) {
 	// Only the columns we read: Interface statistics change every few seconds and would flood the monitor.
 	root, br, port, iface := &ovsdbmodel.OpenvSwitch{}, &ovsdbmodel.Bridge{}, &ovsdbmodel.Port{}, &ovsdbmodel.Interface{}
 	if _, err := c.Monitor(ctx, c.NewMonitor(
-		client.WithTable(root, &root.Bridges),
+		client.WithTable(root, &root.Bridges, &root.NextCfg, &root.CurCfg),
 		client.WithTable(br, &br.Name, &br.Ports, &br.DatapathType, &br.FailMode, &br.Protocols, &br.ExternalIDs),
 		client.WithTable(port, &port.Name, &port.Interfaces),
 		client.WithTable(iface, &iface.Name, &iface.Type, &iface.Options, &iface.Ofport, &iface.OfportRequest,
@@ -276,13 +278,28 @@ func (s *Switch) EnsurePodPort(ctx context.Context, name string, externalIDs map
 	return ofport, nil
 }
 
-// DeletePort is part of Interface. Like EnsurePodPort, concurrent calls share one OVSDB transaction.
+// DeletePort is part of Interface. Like EnsurePodPort, concurrent calls share one OVSDB transaction. It
+// returns once ovs-vswitchd has removed the port, or after DeleteApplyWait when ovs-vswitchd is not
+// keeping up (not running): the port is gone from OVSDB then, and ovs-vswitchd removes it when it runs.
 func (s *Switch) DeletePort(ctx context.Context, name string) error {
-	if err := s.submitPortOp(&portOp{ctx: ctx, name: name, delete: true}); err != nil {
+	op := &portOp{ctx: ctx, name: name, delete: true}
+	if err := s.submitPortOp(op); err != nil {
 		return fmt.Errorf("failed to delete port %s from %s: %w", name, s.bridge, err)
+	}
+	if op.cfg > 0 {
+		wctx, cancel := context.WithTimeout(ctx, s.deleteWait)
+		defer cancel()
+		if err := s.waitApplied(wctx, op.cfg); err != nil {
+			klog.FromContext(ctx).Info("Deleted a port before ovs-vswitchd applied it", "port", name,
+				"reason", "ovs-vswitchd did not reach the configuration in time", "err", err)
+		}
 	}
 	return nil
 }
+
+// DeleteApplyWait bounds how long DeletePort waits for ovs-vswitchd after the port left OVSDB, so that a
+// DEL does not hang while ovs-vswitchd restarts.
+const DeleteApplyWait = 5 * time.Second
 
 // ListPodPorts is part of Interface.
 func (s *Switch) ListPodPorts(ctx context.Context) ([]PodPort, error) {
@@ -625,34 +642,73 @@ func (s *Switch) ensure(ctx context.Context, plan func(*snapshot) ([]ovsdb.Opera
 
 // ensureLocked is ensure for a caller that holds s.mu.
 func (s *Switch) ensureLocked(ctx context.Context, plan func(*snapshot) ([]ovsdb.Operation, []string, error)) ([]string, error) {
+	changes, _, err := s.transactLocked(ctx, plan, false)
+	return changes, err
+}
+
+// transactLocked is ensureLocked that, with barrier, also increments next_cfg in the transaction and
+// returns its new value: ovs-vswitchd sets cur_cfg to it once it has applied the transaction (see
+// waitApplied). cfg is 0 when nothing was sent.
+func (s *Switch) transactLocked(ctx context.Context, plan func(*snapshot) ([]ovsdb.Operation, []string, error),
+	barrier bool) (changes []string, cfg int, err error) {
 	snap, err := s.snapshot(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	ops, changes, err := plan(snap)
 	if err != nil || len(ops) == 0 {
-		return nil, err
+		return nil, 0, err
+	}
+	selectAt := -1
+	if barrier && snap.root != nil {
+		root := &ovsdbmodel.OpenvSwitch{UUID: snap.root.UUID}
+		bump, err := s.db.Where(root).Mutate(root, model.Mutation{
+			Field: &root.NextCfg, Mutator: ovsdb.MutateOperationAdd, Value: 1,
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		ops = append(slices.Clip(ops), bump...)
+		selectAt = len(ops)
+		ops = append(ops, ovsdb.Operation{
+			Op: ovsdb.OperationSelect, Table: "Open_vSwitch", Columns: []string{"next_cfg"},
+			Where: []ovsdb.Condition{{Column: "_uuid", Function: ovsdb.ConditionEqual, Value: ovsdb.UUID{GoUUID: root.UUID}}},
+		})
 	}
 	s.transactions.Add(1)
 	reply, err := s.db.Transact(ctx, ops...)
 	if err != nil {
-		return nil, fmt.Errorf("failed to send the OVSDB transaction: %w", err)
+		return nil, 0, fmt.Errorf("failed to send the OVSDB transaction: %w", err)
 	}
 	if opErrs, err := ovsdb.CheckOperationResults(reply, ops); err != nil {
 		errs := []error{err}
 		for _, e := range opErrs {
 			errs = append(errs, e)
 		}
-		return nil, fmt.Errorf("failed to commit the OVSDB transaction: %w", errors.Join(errs...))
+		return nil, 0, fmt.Errorf("failed to commit the OVSDB transaction: %w", errors.Join(errs...))
+	}
+	if selectAt >= 0 && selectAt < len(reply) && len(reply[selectAt].Rows) == 1 {
+		// JSON numbers arrive as float64.
+		if v, ok := reply[selectAt].Rows[0]["next_cfg"].(float64); ok {
+			cfg = int(v)
+		}
 	}
 	klog.FromContext(ctx).V(2).Info("Updated OVSDB", "bridge", s.bridge, "changes", changes)
 	if err := s.waitCache(ctx, func(snap *snapshot) (bool, error) {
 		ops, _, err := plan(snap)
 		return len(ops) == 0, err
 	}); err != nil {
-		return nil, fmt.Errorf("failed to see the transaction in the OVSDB cache: %w", err)
+		return nil, 0, fmt.Errorf("failed to see the transaction in the OVSDB cache: %w", err)
 	}
-	return changes, nil
+	return changes, cfg, nil
+}
+
+// waitApplied waits until ovs-vswitchd has applied the configuration numbered cfg (its cur_cfg reached
+// it), or until ctx ends or the timeout passes.
+func (s *Switch) waitApplied(ctx context.Context, cfg int) error {
+	return s.waitCache(ctx, func(snap *snapshot) (bool, error) {
+		return snap.root != nil && snap.root.CurCfg >= cfg, nil
+	})
 }
 
 // cachePoll is how often waitCache looks at the cache when no change notification arrives (they are lost
