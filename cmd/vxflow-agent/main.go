@@ -77,7 +77,7 @@ socket, and reports Programmed on its HostSubnet. Metrics and /healthz are serve
 	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where the vxflow-cni binary is installed")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/vxflow", "where pod IP allocations are kept across restarts")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":9443", "address of /metrics, /healthz and /debug endpoints; empty disables them")
-	f.DurationVar(&o.minSyncInterval, "min-sync-interval", 100*time.Millisecond, "shortest time between two syncs; changes inside it are applied together")
+	f.DurationVar(&o.minSyncInterval, "min-sync-interval", 20*time.Millisecond, "shortest time between the starts of two syncs; changes inside it are applied together")
 	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs: how soon drift (a flow or rule changed by hand) is repaired")
 	f.DurationVar(&o.statusRefresh, "status-refresh", time.Minute, "how often a steady node rewrites its HostSubnet status")
 	f.BoolVar(&o.debugEndpoints, "debug-endpoints", true, "serve the read-only /debug/trace, /debug/flows, /debug/nftables and /debug/route endpoints that `vxflowctl trace --access agent` uses")

@@ -8,8 +8,12 @@ import (
 // Runner coalesces bursts of change notifications into syncs that are at least MinInterval apart, and
 // runs a sync at least every MaxInterval so that drift (a flow deleted by hand, a restarted switch) is
 // repaired even when the API is quiet.
+//
+// MinInterval counts from the start of the previous sync, so a notification after a quiet period is synced
+// at once (a CNI ADD on an idle node does not wait), and only a burst right after a sync waits; changes that
+// arrive while a sync runs are served together by the next one.
 type Runner struct {
-	// MinInterval is the shortest time between two syncs; notifications inside it are merged.
+	// MinInterval is the shortest time between the starts of two syncs; notifications inside it are merged.
 	MinInterval time.Duration
 	// MaxInterval is the longest time without a sync.
 	MaxInterval time.Duration
@@ -19,6 +23,9 @@ type Runner struct {
 	Sync func(ctx context.Context) error
 
 	kick chan struct{}
+	// now and after are time.Now and time.After; tests replace them.
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
 }
 
 // NewRunner returns a runner; call Run to start it and Trigger to ask for a sync.
@@ -29,6 +36,8 @@ func NewRunner(minInterval, maxInterval, retryInterval time.Duration, sync func(
 		RetryInterval: retryInterval,
 		Sync:          sync,
 		kick:          make(chan struct{}, 1),
+		now:           time.Now,
+		after:         time.After,
 	}
 }
 
@@ -51,11 +60,11 @@ func (r *Runner) Run(ctx context.Context) {
 			return
 		case <-r.kick:
 			// Wait out the rest of MinInterval so that a burst of notifications becomes one sync.
-			if wait := r.MinInterval - time.Since(last); wait > 0 {
+			if wait := r.MinInterval - r.now().Sub(last); wait > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(wait):
+				case <-r.after(wait):
 				}
 			}
 		case <-timer.C:
@@ -65,7 +74,7 @@ func (r *Runner) Run(ctx context.Context) {
 		case <-r.kick:
 		default:
 		}
-		last = time.Now()
+		last = r.now()
 		next := r.MaxInterval
 		if err := r.Sync(ctx); err != nil {
 			next = r.RetryInterval
