@@ -263,18 +263,20 @@ func (s *Switch) EnsurePodPort(ctx context.Context, name string, externalIDs map
 	if err := s.submitPortOp(&portOp{ctx: ctx, name: name, ids: ids}); err != nil {
 		return 0, fmt.Errorf("failed to ensure pod port %s: %w", name, err)
 	}
-	if err := s.waitOfports(ctx, s.bridge, name); err != nil {
+	ofport := 0
+	if err := s.waitCache(ctx, func(snap *snapshot) (bool, error) {
+		iface := snap.ifaceOnBridge(s.bridge, name)
+		switch {
+		case iface == nil || iface.Ofport == nil || *iface.Ofport == 0:
+			return false, nil
+		case *iface.Ofport < 0:
+			return false, fmt.Errorf("ovs-vswitchd could not add interface %s: %s", name, deref(iface.Error))
+		}
+		ofport = *iface.Ofport
+		return true, nil
+	}); err != nil {
 		return 0, fmt.Errorf("failed to get the ofport of pod port %s: %w", name, err)
 	}
-	snap, err := s.snapshot(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("failed to get the ofport of pod port %s: %w", name, err)
-	}
-	iface := snap.ifaceOnBridge(s.bridge, name)
-	if iface == nil || iface.Ofport == nil {
-		return 0, fmt.Errorf("failed to get the ofport of pod port %s: the port disappeared", name)
-	}
-	ofport := *iface.Ofport
 	return ofport, nil
 }
 
