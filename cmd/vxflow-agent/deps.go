@@ -80,17 +80,18 @@ func (d *nodeDeps) startCNI(ctx context.Context, a *agent.Agent, pods *agent.Pod
 }
 
 // writeConfListWhenReady writes the CNI conflist after the first successful sync, so the container runtime
-// starts pods only on a node whose network works, and removes it when the agent stops.
+// starts pods only on a node whose network works, and removes it when the agent is stopped, so the runtime
+// reports the network not ready instead of failing pods against a socket nobody serves (OpenShift SDN's
+// preStop did the same). A crash leaves it: the restarted agent serves the socket again within a second.
 func (d *nodeDeps) writeConfListWhenReady(ctx context.Context, a *agent.Agent) {
 	for {
 		if a.Healthy() == nil {
 			path, err := cni.WriteConfList(d.o.cniConfDir, cni.ConfListOptions{SocketPath: d.o.cniSocket})
-			if err != nil {
-				d.log.Error(err, "Failed to write the CNI conflist", "dir", d.o.cniConfDir)
-			} else {
+			if err == nil {
 				d.log.Info("Wrote the CNI conflist: the node network is ready for pods", "path", path)
+				break
 			}
-			return
+			d.log.Error(err, "Failed to write the CNI conflist; retrying", "dir", d.o.cniConfDir)
 		}
 		select {
 		case <-ctx.Done():
@@ -98,6 +99,12 @@ func (d *nodeDeps) writeConfListWhenReady(ctx context.Context, a *agent.Agent) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	<-ctx.Done()
+	if err := cni.RemoveConfList(d.o.cniConfDir); err != nil {
+		d.log.Error(err, "Failed to remove the CNI conflist", "dir", d.o.cniConfDir)
+		return
+	}
+	d.log.Info("Removed the CNI conflist", "reason", "the agent is stopping")
 }
 
 func newInstallCNICommand() *cobra.Command {

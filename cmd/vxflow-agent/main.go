@@ -157,7 +157,11 @@ func run(parent context.Context, o *options) error {
 	}
 	seeded, _ := pods.Snapshot()
 	logger.Info("Starting the node agent", "node", o.nodeName, "nodeIP", nodeIP, "datapath", dp, "podsOnBridge", len(seeded))
-	go deps.writeConfListWhenReady(ctx, a)
+	confListDone := make(chan struct{})
+	go func() {
+		defer close(confListDone)
+		deps.writeConfListWhenReady(ctx, a)
+	}()
 	if o.metricsAddr != "" {
 		var extra []func(*http.ServeMux)
 		if o.debugEndpoints {
@@ -175,6 +179,7 @@ func run(parent context.Context, o *options) error {
 		defer func() { _ = srv.Close() }()
 	}
 	runner.Run(ctx)
+	<-confListDone
 	logger.Info("Stopped the node agent; the data plane stays as it is", "reason", ctx.Err())
 	return nil
 }
