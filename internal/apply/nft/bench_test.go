@@ -33,11 +33,11 @@ func benchNetNS(b *testing.B, name string) (*Syncer, func()) {
 
 // benchFull measures a first (full) sync of n Services × eps endpoints into an empty namespace: render
 // excluded, netlink encoding and the kernel's commit included.
-func benchFull(b *testing.B, n, eps int, inline bool) {
+func benchFull(b *testing.B, n, eps int, opts nftables.Options) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	r := nftables.NewRenderer(nftables.Options{InlineEndpoints: inline}).Render(rendertest.ScaleSet(n, eps))
+	r := nftables.NewRenderer(opts).Render(rendertest.ScaleSet(n, eps))
 	sets, chains, rules, elems := r.Counts()
 	b.ReportMetric(float64(chains), "chains")
 	b.ReportMetric(float64(rules), "rules")
@@ -60,15 +60,16 @@ func benchFull(b *testing.B, n, eps int, inline bool) {
 }
 
 // benchOneEndpoint measures a partial sync that moves one endpoint of one Service (one endpoint chain
-// replaced, the service chain rewritten) in a table of n Services × eps endpoints.
-func benchOneEndpoint(b *testing.B, n, eps int, inline bool) {
+// replaced and the service chain rewritten; with EndpointMap, one map element replaced) in a table of n
+// Services × eps endpoints.
+func benchOneEndpoint(b *testing.B, n, eps int, opts nftables.Options) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
 	set := rendertest.ScaleSet(n, eps)
 	s, done := benchNetNS(b, "vxbench-"+itoa(os.Getpid())+"-p")
 	defer done()
-	if _, err := s.Sync(context.Background(), nftables.NewRenderer(nftables.Options{InlineEndpoints: inline}).Render(set)); err != nil {
+	if _, err := s.Sync(context.Background(), nftables.NewRenderer(opts).Render(set)); err != nil {
 		b.Fatal(err)
 	}
 	p := &set.Services[n/2].Ports[0]
@@ -76,7 +77,7 @@ func benchOneEndpoint(b *testing.B, n, eps int, inline bool) {
 	moved := slices.Clone(orig)
 	moved[0].Addr = netip.MustParseAddr("10.131.255.254")
 	// One Renderer for both states, as in the agent: every other Service's group is shared.
-	rr := nftables.NewRenderer(nftables.Options{InlineEndpoints: inline})
+	rr := nftables.NewRenderer(opts)
 	var states [2]*nftables.Ruleset
 	p.Endpoints = moved
 	states[0] = rr.Render(set)
@@ -99,15 +100,21 @@ func benchOneEndpoint(b *testing.B, n, eps int, inline bool) {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-func BenchmarkSyncFull10kx10(b *testing.B)        { benchFull(b, 10000, 10, false) }
-func BenchmarkSyncFull1kx100(b *testing.B)        { benchFull(b, 1000, 100, false) }
-func BenchmarkSyncFullInline10kx10(b *testing.B)  { benchFull(b, 10000, 10, true) }
-func BenchmarkSyncFullInline1kx100(b *testing.B)  { benchFull(b, 1000, 100, true) }
-func BenchmarkSyncOneEndpoint10kx10(b *testing.B) { benchOneEndpoint(b, 10000, 10, false) }
-func BenchmarkSyncOneEndpoint1kx100(b *testing.B) { benchOneEndpoint(b, 1000, 100, false) }
-func BenchmarkSyncOneEndpointInline10kx10(b *testing.B) {
-	benchOneEndpoint(b, 10000, 10, true)
-}
-func BenchmarkSyncOneEndpointInline1kx100(b *testing.B) {
-	benchOneEndpoint(b, 1000, 100, true)
-}
+var (
+	chainsOpts = nftables.Options{}
+	inlineOpts = nftables.Options{InlineEndpoints: true}
+	mapOpts    = nftables.Options{EndpointMap: true}
+)
+
+func BenchmarkSyncFull10kx10(b *testing.B)              { benchFull(b, 10000, 10, chainsOpts) }
+func BenchmarkSyncFull1kx100(b *testing.B)              { benchFull(b, 1000, 100, chainsOpts) }
+func BenchmarkSyncFullInline10kx10(b *testing.B)        { benchFull(b, 10000, 10, inlineOpts) }
+func BenchmarkSyncFullInline1kx100(b *testing.B)        { benchFull(b, 1000, 100, inlineOpts) }
+func BenchmarkSyncFullEndpointMap10kx10(b *testing.B)   { benchFull(b, 10000, 10, mapOpts) }
+func BenchmarkSyncFullEndpointMap1kx100(b *testing.B)   { benchFull(b, 1000, 100, mapOpts) }
+func BenchmarkSyncOneEndpoint10kx10(b *testing.B)       { benchOneEndpoint(b, 10000, 10, chainsOpts) }
+func BenchmarkSyncOneEndpoint1kx100(b *testing.B)       { benchOneEndpoint(b, 1000, 100, chainsOpts) }
+func BenchmarkSyncOneEndpointInline10kx10(b *testing.B) { benchOneEndpoint(b, 10000, 10, inlineOpts) }
+func BenchmarkSyncOneEndpointInline1kx100(b *testing.B) { benchOneEndpoint(b, 1000, 100, inlineOpts) }
+func BenchmarkSyncOneEndpointMap10kx10(b *testing.B)    { benchOneEndpoint(b, 10000, 10, mapOpts) }
+func BenchmarkSyncOneEndpointMap1kx100(b *testing.B)    { benchOneEndpoint(b, 1000, 100, mapOpts) }

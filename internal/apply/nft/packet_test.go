@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -275,13 +276,15 @@ func programPacketServices(t *testing.T, tp *topology, datapath model.DatapathTy
 }
 
 // TestPacketsThroughServices sends real TCP and UDP through the programmed table, userspace-datapath
-// rendering (the one these machines run), with per-endpoint chains and with InlineEndpoints.
+// rendering (the one these machines run), with per-endpoint chains, with InlineEndpoints and with
+// EndpointMap.
 // Integration test: needs root.
 func TestPacketsThroughServices(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		opts nftables.Options
-	}{{"endpoint chains", nftables.Options{}}, {"inline endpoints", nftables.Options{InlineEndpoints: true}}} {
+	}{{"endpoint chains", nftables.Options{}}, {"inline endpoints", nftables.Options{InlineEndpoints: true}},
+		{"endpoint map", nftables.Options{EndpointMap: true}}} {
 		t.Run(mode.name, func(t *testing.T) { checkPacketsThroughServices(t, mode.opts) })
 	}
 }
@@ -434,13 +437,14 @@ func checkPacketsThroughServices(t *testing.T, opts nftables.Options) {
 
 // TestPacketsKernelDatapathRendering checks the other masquerade strategy: with the kernel datapath a pod's
 // ClusterIP connection keeps its source (OVS un-NATs the replies there), while off-cluster clients are still
-// masqueraded. InlineEndpoints is asked for and must be ignored: hairpin needs the endpoint chains there.
+// masqueraded. InlineEndpoints and EndpointMap are asked for and must be ignored: hairpin needs the endpoint
+// chains there.
 // Integration test: needs root.
 func TestPacketsKernelDatapathRendering(t *testing.T) {
 	tp := newTopology(t)
 	serve(t, tp.podA, "pod-a", 8080)
 	serve(t, tp.podB, "pod-b", 8080)
-	programPacketServices(t, tp, model.DatapathSystem, nftables.Options{InlineEndpoints: true})
+	programPacketServices(t, tp, model.DatapathSystem, nftables.Options{InlineEndpoints: true, EndpointMap: true})
 	reachedB := false
 	for range 40 {
 		r := mustDial(t, tp.podA, "tcp4", "172.30.0.10:80")
@@ -457,5 +461,66 @@ func TestPacketsKernelDatapathRendering(t *testing.T) {
 	}
 	if r := mustDial(t, tp.client, "tcp4", nodeIP+":30080"); r.peer == netip.MustParseAddr(clientIP) {
 		t.Fatalf("NodePort kept the client address with Cluster policy")
+	}
+}
+
+// TestPacketsEndpointMapChanges moves endpoints with Options.EndpointMap and checks both the traffic and
+// what the partial sync sent: an endpoint replaced by another is one element deleted and one added (no
+// rule, no chain), an endpoint count change rewrites the one DNAT rule. Integration test: needs root.
+func TestPacketsEndpointMapChanges(t *testing.T) {
+	tp := newTopology(t)
+	serve(t, tp.podA, "pod-a", 8080)
+	serve(t, tp.podB, "pod-b", 8080)
+	svcs, eps := packetServices()
+	set, err := model.BuildServices(model.ServiceInput{Node: rendertest.Node(), Services: svcs, EndpointSlices: eps})
+	if err != nil || len(set.Skipped) > 0 {
+		t.Fatalf("BuildServices: %v %v", err, set.Skipped)
+	}
+	s, err := NewSyncer(Options{NetNSPath: ovsnode.NetNSPath(tp.node)})
+	if err != nil {
+		t.Fatalf("NewSyncer: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	rr := nftables.NewRenderer(nftables.Options{EndpointMap: true})
+	mustSync(t, s, rr.Render(set))
+	port := func(name string) *model.ServicePort {
+		for i := range set.Services {
+			if set.Services[i].Name == name {
+				return &set.Services[i].Ports[0]
+			}
+		}
+		t.Fatalf("no Service %s", name)
+		return nil
+	}
+	if r := mustDial(t, tp.podB, "tcp4", "172.30.0.14:80"); r.server != "pod-a" {
+		t.Fatalf("before the change: got %+v, want pod-a", r)
+	}
+
+	hp := port("hairpin")
+	hp.Endpoints = slices.Clone(hp.Endpoints)
+	hp.Endpoints[0].Addr, hp.Endpoints[0].NodeName = netip.MustParseAddr(podBIP), "node2"
+	res := mustSync(t, s, rr.Render(set))
+	if res.Full || res.RulesWritten != 0 || res.ChainsWritten != 0 || res.ElementsAdded != 1 || res.ElementsDeleted != 1 {
+		t.Fatalf("endpoint replaced: got %+v, want a partial sync of one element deleted and one added, no rule", res)
+	}
+	requireSameTable(t, tp.node, rr.Render(set))
+	for range 10 {
+		if r := mustDial(t, tp.podA, "tcp4", "172.30.0.14:80"); r.server != "pod-b" {
+			t.Fatalf("after replacing the endpoint: got %+v, want pod-b", r)
+		}
+	}
+
+	both := port("both")
+	both.Endpoints = both.Endpoints[:1]
+	res = mustSync(t, s, rr.Render(set))
+	if res.Full || res.RulesWritten == 0 || res.ChainsWritten != 1 {
+		t.Fatalf("endpoint count changed: got %+v, want the one policy chain rewritten", res)
+	}
+	want := both.Endpoints[0].Addr
+	for range 20 {
+		r := mustDial(t, tp.podA, "tcp4", "172.30.0.10:80")
+		if (r.server == "pod-a") != (want == netip.MustParseAddr(podAIP)) {
+			t.Fatalf("after dropping an endpoint: got %+v, want only %s", r, want)
+		}
 	}
 }

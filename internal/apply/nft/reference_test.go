@@ -205,6 +205,13 @@ func compileStmt(s nftables.Stmt) ([]expr.Any, error) {
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1,
 				RegProtoMin: reg2, RegProtoMax: reg2, Specified: true},
 		}, nil
+	case nftables.DNATMap:
+		return []expr.Any{
+			&expr.Numgen{Register: reg1, Modulus: s.Mod, Type: unix.NFT_NG_RANDOM, Offset: s.Offset},
+			&expr.Lookup{SourceRegister: reg1, DestRegister: reg1, IsDestRegSet: true, SetName: s.Map},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: reg1, RegAddrMax: reg1,
+				RegProtoMin: reg32A, RegProtoMax: reg32A, Specified: true},
+		}, nil
 	case nftables.Reject:
 		if s.TCPReset {
 			return []expr.Any{refLoadProto(reg1), &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},

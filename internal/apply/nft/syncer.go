@@ -114,10 +114,10 @@ type kernelState struct {
 	objects uint32
 }
 
-// programmedSet is one set and its elements' verdicts by key.
+// programmedSet is one set and its elements' data (verdicts or endpoints) by key.
 type programmedSet struct {
 	spec  *nftables.Set
-	elems map[nftables.ElementKey]nftables.Verdict
+	elems map[nftables.ElementKey]nftables.ElementData
 }
 
 // NewSyncer opens a netlink connection into the namespace at opts.NetNSPath. The first Sync is full.
@@ -549,7 +549,7 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 				}
 			}
 			for _, e := range st.Elements {
-				if ov, ok := o.elems[e.Key()]; !ok || ov != e.Verdict {
+				if ov, ok := o.elems[e.Key()]; !ok || ov != e.Data() {
 					adds = append(adds, e)
 				}
 			}
@@ -610,9 +610,9 @@ func newKernelState(r *nftables.Ruleset) *kernelState {
 		k.groups[g.Key] = g
 	}
 	for _, st := range fixedSets {
-		ps := &programmedSet{spec: st, elems: make(map[nftables.ElementKey]nftables.Verdict, len(st.Elements))}
+		ps := &programmedSet{spec: st, elems: make(map[nftables.ElementKey]nftables.ElementData, len(st.Elements))}
 		for _, e := range st.Elements {
-			ps.elems[e.Key()] = e.Verdict
+			ps.elems[e.Key()] = e.Data()
 		}
 		k.sets[st.Name] = ps
 	}

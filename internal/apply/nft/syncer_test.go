@@ -23,7 +23,7 @@ func TestGoldenRulesetsInKernel(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			s, ns := newTestSyncer(t, "nftg")
 			render := func() *nftables.Ruleset {
-				return nftables.NewRenderer(nftables.Options{InlineEndpoints: c.InlineEndpoints}).Render(c.Build(t))
+				return nftables.NewRenderer(nftables.Options{InlineEndpoints: c.InlineEndpoints, EndpointMap: c.EndpointMap}).Render(c.Build(t))
 			}
 			want := render()
 			golden, err := os.ReadFile(rendertest.GoldenPath(c.Name))
@@ -241,5 +241,41 @@ func TestRendererThenHandBuilt(t *testing.T) {
 			t.Fatalf("step %d: chains left stale: %v", i, s.stale)
 		}
 		requireSameTable(t, ns, r)
+	}
+}
+
+// TestEndpointMapRepairAndRestart covers the endpoint data map outside partial syncs: an element deleted by
+// hand is restored by a full sync, a new Syncer adopts the table (keeping the map), and turning the option
+// off and on again over an existing table converges both ways. Integration test: needs root and nft.
+func TestEndpointMapRepairAndRestart(t *testing.T) {
+	var c rendertest.Case
+	for _, x := range rendertest.Cases() {
+		if x.Name == "endpoint-map" {
+			c = x
+		}
+	}
+	render := func(opts nftables.Options) *nftables.Ruleset { return nftables.NewRenderer(opts).Render(c.Build(t)) }
+	s, ns := newTestSyncer(t, "nftm")
+	want := render(nftables.Options{EndpointMap: true})
+	mustSync(t, s, want)
+	nft(t, ns, "delete", "element", "ip", "vxflow", "service-endpoints", "{ 16385 }")
+	if res := mustSync(t, s, want); !res.Full || !strings.HasPrefix(res.Reason, "ruleset changed by nft") {
+		t.Fatalf("element deleted by hand: got %+v, want a full sync", res)
+	}
+	requireSameTable(t, ns, want)
+
+	for i, opts := range []nftables.Options{{EndpointMap: true}, {}, {EndpointMap: true}, {InlineEndpoints: true}} {
+		s2, err := NewSyncer(Options{NetNSPath: s.opts.NetNSPath, StaleChainDelay: time.Nanosecond})
+		if err != nil {
+			t.Fatalf("NewSyncer: %v", err)
+		}
+		want := render(opts)
+		if res := mustSync(t, s2, want); !res.Full {
+			t.Fatalf("step %d: first sync of a new Syncer: got %+v, want full", i, res)
+		}
+		time.Sleep(time.Millisecond)
+		mustSync(t, s2, want) // deletes the chains left stale
+		requireSameTable(t, ns, want)
+		_ = s2.Close()
 	}
 }

@@ -70,7 +70,7 @@ func (tx *transaction) delElements(s *nftables.Set, keys []nftables.ElementKey) 
 	}
 	elems := make([]nftables.Element, len(keys))
 	for i, k := range keys {
-		elems[i] = nftables.Element{Prefix: k.Prefix, Proto: k.Proto, Port: k.Port}
+		elems[i] = nftables.Element{Prefix: k.Prefix, Proto: k.Proto, Port: k.Port, Index: k.Index}
 	}
 	tx.b.elements(s, elems, true)
 	tx.elemsDeleted += len(keys)

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"net/netip"
 
 	"github.com/google/nftables/userdata"
@@ -236,8 +237,27 @@ func setKey(t nftables.SetType) (typ, length uint32, fields []uint32) {
 		return typeIPAddr<<12 | typeInetProto<<6 | typeInetService, 12, []uint32{4, 1, 2}
 	case nftables.SetTypeProtoPortVerdict:
 		return typeInetProto<<6 | typeInetService, 8, []uint32{1, 2}
+	case nftables.SetTypeEndpointMap:
+		return typeInteger, 4, nil
 	}
 	return typeIPAddr, 4, nil
+}
+
+// typeInteger is nft's integer datatype, numgen's.
+const typeInteger = 4
+
+// endpointMapUserdata is what nft 1.0.6 records for `typeof numgen random mod 1 : ip daddr . tcp dport`
+// (key byte order host, data byte order, then the key's and the data's typeof expressions), copied from
+// the set nft creates, so that `nft list` prints the map's typeof line and its elements.
+var endpointMapUserdata = mustHex("0004010000000104000000000" +
+	"31a0004170000000112000401000000010401000000020400000000043400040d000000012c0014000407000000010c00040c00000001040c0000000114000407000000010c000408000000010402000000060400000000")
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func (b *batch) addSet(s *nftables.Set, id uint32) {
@@ -245,6 +265,8 @@ func (b *batch) addSet(s *nftables.Set, id uint32) {
 	typ, length, fields := setKey(s.Type)
 	var flags uint32
 	switch {
+	case s.Type == nftables.SetTypeEndpointMap:
+		flags = nftSetFlagMap
 	case s.Type.IsMap():
 		flags = nftSetFlagMap | nftSetFlagConcat
 	case s.Dynamic():
@@ -258,7 +280,11 @@ func (b *batch) addSet(s *nftables.Set, id uint32) {
 	b.u32(unix.NFTA_SET_KEY_TYPE, typ)
 	b.u32(unix.NFTA_SET_KEY_LEN, length)
 	b.u32(unix.NFTA_SET_ID, id)
-	if s.Type.IsMap() {
+	switch {
+	case s.Type == nftables.SetTypeEndpointMap:
+		b.u32(unix.NFTA_SET_DATA_TYPE, typeIPAddr<<6|typeInetService)
+		b.u32(unix.NFTA_SET_DATA_LEN, 8)
+	case s.Type.IsMap():
 		b.u32(unix.NFTA_SET_DATA_TYPE, nftDataVerdict)
 		b.u32(unix.NFTA_SET_DATA_LEN, 0)
 	}
@@ -285,6 +311,9 @@ func (b *batch) addSet(s *nftables.Set, id uint32) {
 	if s.Type == nftables.SetTypeAddr && !s.Dynamic() {
 		// nft records that addresses are big-endian; `nft list` needs it for interval sets.
 		b.attr(unix.NFTA_SET_USERDATA, userdata.AppendUint32(nil, userdata.NFTNL_UDATA_SET_KEYBYTEORDER, 2))
+	}
+	if s.Type == nftables.SetTypeEndpointMap {
+		b.attr(unix.NFTA_SET_USERDATA, endpointMapUserdata)
 	}
 	b.msgEnd(m)
 }
@@ -339,7 +368,11 @@ func (b *batch) elements(s *nftables.Set, elems []nftables.Element, del bool) {
 				b.value(unix.NFTA_SET_ELEM_KEY, keys[i])
 			} else {
 				b.value(unix.NFTA_SET_ELEM_KEY, elementKey(s.Type, elems[i].Key()))
-				if s.Type.IsMap() && !del {
+				switch {
+				case del:
+				case s.Type == nftables.SetTypeEndpointMap:
+					b.value(unix.NFTA_SET_ELEM_DATA, endpointData(elems[i].Target))
+				case s.Type.IsMap():
 					d := b.nest(unix.NFTA_SET_ELEM_DATA)
 					b.verdictData(elems[i].Verdict)
 					b.nestEnd(d)
@@ -399,9 +432,20 @@ func elementKey(t nftables.SetType, k nftables.ElementKey) []byte {
 		b[0] = byte(k.Proto)
 		binary.BigEndian.PutUint16(b[4:], k.Port)
 		return b
+	case nftables.SetTypeEndpointMap:
+		return native(k.Index)
 	}
 	a := k.Prefix.Addr().As4()
 	return a[:]
+}
+
+// endpointData encodes an endpoint map's data: the address, then the port big-endian in its own 4 bytes.
+func endpointData(ap netip.AddrPort) []byte {
+	b := make([]byte, 8)
+	a := ap.Addr().As4()
+	copy(b, a[:])
+	binary.BigEndian.PutUint16(b[4:], ap.Port())
+	return b
 }
 
 // verdictCode is the kernel's number for a verdict (NF_DROP, NF_ACCEPT, NFT_RETURN, NFT_JUMP, NFT_GOTO).
@@ -656,6 +700,29 @@ func (b *batch) stmt(s nftables.Stmt) {
 		b.u32(unix.NFTA_NAT_REG_ADDR_MAX, reg1)
 		b.u32(unix.NFTA_NAT_REG_PROTO_MIN, reg2)
 		b.u32(unix.NFTA_NAT_REG_PROTO_MAX, reg2)
+		b.u32(unix.NFTA_NAT_FLAGS, unix.NF_NAT_RANGE_PROTO_SPECIFIED)
+		b.exprEnd(e, d)
+	case nftables.DNATMap:
+		e, d := b.expr("numgen")
+		b.u32(unix.NFTA_NG_DREG, reg1)
+		b.u32(unix.NFTA_NG_MODULUS, s.Mod)
+		b.u32(unix.NFTA_NG_TYPE, unix.NFT_NG_RANDOM)
+		b.u32(unix.NFTA_NG_OFFSET, s.Offset)
+		b.exprEnd(e, d)
+		e, d = b.expr("lookup")
+		b.u32(unix.NFTA_LOOKUP_SREG, reg1)
+		b.u32(unix.NFTA_LOOKUP_DREG, reg1)
+		b.str(unix.NFTA_LOOKUP_SET, s.Map)
+		b.u32(unix.NFTA_LOOKUP_SET_ID, 0)
+		b.exprEnd(e, d)
+		// The map's data is address . port: the address in register 1's first 32 bits, the port in the next.
+		e, d = b.expr("nat")
+		b.u32(unix.NFTA_NAT_TYPE, unix.NFT_NAT_DNAT)
+		b.u32(unix.NFTA_NAT_FAMILY, unix.NFPROTO_IPV4)
+		b.u32(unix.NFTA_NAT_REG_ADDR_MIN, reg1)
+		b.u32(unix.NFTA_NAT_REG_ADDR_MAX, reg1)
+		b.u32(unix.NFTA_NAT_REG_PROTO_MIN, reg32A)
+		b.u32(unix.NFTA_NAT_REG_PROTO_MAX, reg32A)
 		b.u32(unix.NFTA_NAT_FLAGS, unix.NF_NAT_RANGE_PROTO_SPECIFIED)
 		b.exprEnd(e, d)
 	case nftables.Reject:

@@ -46,6 +46,7 @@ func TestWireMatchesGoogleNftables(t *testing.T) {
 		nftables.MatchMark{Mask: 0x4000, Set: true}:                                                             true,
 		nftables.MatchProto{Proto: model.L4ProtoSCTP}:                                                           true,
 		nftables.Masquerade{}: true,
+		nftables.DNATMap{Mod: 3, Offset: 8192, Map: "service-endpoints"}: true,
 	}
 	for _, c := range rendertest.Cases() {
 		for _, ch := range nftables.Render(c.Build(t)).Chains {
@@ -67,8 +68,8 @@ func TestWireMatchesGoogleNftables(t *testing.T) {
 		}
 		kinds[typeName(s)] = true
 	}
-	if len(kinds) != 17 {
-		t.Errorf("covered %d statement types, want all 17: %v", len(kinds), kinds)
+	if len(kinds) != 18 {
+		t.Errorf("covered %d statement types, want all 18: %v", len(kinds), kinds)
 	}
 }
 

@@ -36,6 +36,7 @@ const (
 	noEndpointServicesMap  = "no-endpoint-services"
 	noEndpointNodePortsMap = "no-endpoint-nodeports"
 	firewallIPsMap         = "firewall-ips"
+	serviceEndpointsMap    = "service-endpoints"
 
 	servicePolicyChainPrefix = "service-"
 	localPolicyChainPrefix   = "local-"

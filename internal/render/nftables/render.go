@@ -36,7 +36,22 @@ type Options struct {
 	// 10,000 x 10 table from 110,000 chains and 310,000 rules to 10,000 and 110,000, which makes a full
 	// sync about 2.5 times and a change about 3 times faster in the kernel (docs/performance.md).
 	InlineEndpoints bool
+	// EndpointMap DNATs through one shared data map instead of per-endpoint rules or chains, when no
+	// endpoint chain is needed (as for InlineEndpoints): each Service port's policy chain gets a base index
+	// K and the single rule `meta l4proto tcp dnat ip to numgen random mod N offset K map
+	// @service-endpoints`, and the map holds K+i : address . port for its N endpoints. An endpoint
+	// replaced by another (same count) is then two element updates of a data map, which nf_tables commits
+	// without re-validating the table; a count change rewrites that one rule. Bases are multiples of
+	// EndpointMapStride, so a port with more endpoints than that falls back to InlineEndpoints' rules.
+	EndpointMap bool
 }
+
+// EndpointMapStride is the distance between two Service ports' base indexes in the endpoint map, hence the
+// most endpoints one Service port can have there.
+const EndpointMapStride = 4096
+
+// maxEndpointMapID is the largest base index divided by the stride that still fits numgen's 32 bits.
+const maxEndpointMapID = 1<<32/EndpointMapStride - 1
 
 // Renderer renders like Render but remembers what it rendered for each Service, and reuses it (the same
 // *ServiceRules, chains and sets) when the Service is Equal to its previous version, so that a change to
@@ -47,6 +62,47 @@ type Renderer struct {
 	opts  Options
 	node  model.ServiceNode
 	cache map[string]*ServiceRules
+	ids   endpointIDs
+}
+
+// endpointIDs hands out the endpoint map's base indexes (divided by the stride) by policy chain name and
+// keeps them while the chain exists, so that an unchanged Service keeps its elements and its rule.
+type endpointIDs struct {
+	byChain map[string]uint32
+	next    uint32
+	free    []uint32
+}
+
+// get returns the chain's id, allocating one if needed; false when all are taken.
+func (a *endpointIDs) get(chain string) (uint32, bool) {
+	if id, ok := a.byChain[chain]; ok {
+		return id, true
+	}
+	if a.byChain == nil {
+		a.byChain = make(map[string]uint32)
+	}
+	var id uint32
+	switch {
+	case len(a.free) > 0:
+		id, a.free = a.free[len(a.free)-1], a.free[:len(a.free)-1]
+	case a.next < maxEndpointMapID:
+		a.next++
+		id = a.next
+	default:
+		return 0, false
+	}
+	a.byChain[chain] = id
+	return id, true
+}
+
+// keepOnly releases the ids of chains not in used, for reuse by later renders.
+func (a *endpointIDs) keepOnly(used map[string]bool) {
+	for chain, id := range a.byChain {
+		if !used[chain] {
+			delete(a.byChain, chain)
+			a.free = append(a.free, id)
+		}
+	}
 }
 
 // NewRenderer returns a Renderer with an empty cache.
@@ -63,6 +119,7 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 	}
 	r := &renderer{
 		node:   in.Node,
+		opts:   rr.opts,
 		chains: make(map[string]*Chain),
 		sets:   make(map[string]*Set),
 		keys:   make(map[string]map[ElementKey]bool),
@@ -71,11 +128,18 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 	r.rs.fixedChains, r.rs.fixedSets = len(r.rs.Chains), len(r.rs.Sets)
 	next := make(map[string]*ServiceRules, len(in.Services))
 	r.rs.Services = make([]*ServiceRules, 0, len(in.Services))
+	var usedIDs map[string]bool
+	if rr.opts.EndpointMap {
+		usedIDs = make(map[string]bool)
+	}
 	for i := range in.Services {
 		s := &in.Services[i]
 		g := rr.cache[s.Key()]
 		if g == nil || !g.svc.Equal(s) {
-			g = renderService(&in.Node, s, rr.opts)
+			g = renderService(&in.Node, s, rr.opts, &rr.ids)
+		}
+		for _, c := range g.endpointMapChains {
+			usedIDs[c] = true
 		}
 		next[g.Key] = g
 		r.rs.Services = append(r.rs.Services, g)
@@ -86,13 +150,20 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 		}
 	}
 	rr.cache = next
+	if rr.opts.EndpointMap {
+		rr.ids.keepOnly(usedIDs)
+	}
 	return &r.rs
 }
 
 // renderService renders one Service's chains, sets and map elements.
-func renderService(node *model.ServiceNode, s *model.Service, opts Options) *ServiceRules {
+func renderService(node *model.ServiceNode, s *model.Service, opts Options, ids *endpointIDs) *ServiceRules {
 	f := &fragment{node: node, out: &ServiceRules{Key: s.Key(), svc: s.Clone()}}
-	f.inline = opts.InlineEndpoints && node.Datapath != model.DatapathSystem && s.AffinityTimeout == 0
+	noEndpointChains := node.Datapath != model.DatapathSystem && s.AffinityTimeout == 0
+	f.inline = (opts.InlineEndpoints || opts.EndpointMap) && noEndpointChains
+	if opts.EndpointMap && noEndpointChains {
+		f.ids = ids
+	}
 	for j := range s.Ports {
 		f.servicePort(s, &s.Ports[j])
 	}
@@ -105,6 +176,8 @@ type fragment struct {
 	out  *ServiceRules
 	// inline is true when the Service's endpoints get no chains of their own (Options.InlineEndpoints).
 	inline bool
+	// ids is set when the endpoints go to the shared endpoint map (Options.EndpointMap).
+	ids *endpointIDs
 }
 
 func (f *fragment) addChain(name string) *Chain {
@@ -124,6 +197,7 @@ func (f *fragment) addElement(set string, e Element) {
 // renderer accumulates the ruleset; chains and sets are also indexed by name.
 type renderer struct {
 	node   model.ServiceNode
+	opts   Options
 	rs     Ruleset
 	chains map[string]*Chain
 	sets   map[string]*Set
@@ -194,6 +268,9 @@ func (r *renderer) fixed() {
 	r.addSet(&Set{Name: noEndpointServicesMap, Type: SetTypeAddrProtoPortVerdict})
 	r.addSet(&Set{Name: noEndpointNodePortsMap, Type: SetTypeProtoPortVerdict})
 	r.addSet(&Set{Name: firewallIPsMap, Type: SetTypeAddrProtoPortVerdict})
+	if r.opts.EndpointMap {
+		r.addSet(&Set{Name: serviceEndpointsMap, Type: SetTypeEndpointMap})
+	}
 
 	for _, b := range baseChains {
 		r.addFixedChain(b.name, &BaseChain{Type: b.typ, Hook: b.hook, Priority: b.priority})
@@ -402,6 +479,17 @@ func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto mo
 		}
 	}
 	n := len(eps)
+	if f.ids != nil && n <= EndpointMapStride {
+		if id, ok := f.ids.get(c.Name); ok {
+			f.out.endpointMapChains = append(f.out.endpointMapChains, c.Name)
+			base := id * EndpointMapStride
+			c.Rules = append(c.Rules, rule(MatchProto{Proto: proto}, DNATMap{Mod: uint32(n), Offset: base, Map: serviceEndpointsMap}))
+			for i, e := range eps {
+				f.addElement(serviceEndpointsMap, Element{Index: base + uint32(i), Target: netip.AddrPortFrom(e.Addr, e.Port)})
+			}
+			return
+		}
+	}
 	for i, e := range eps {
 		var stmts []Stmt
 		if i < n-1 {

@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 func TestRenderGolden(t *testing.T) {
 	for _, c := range rendertest.Cases() {
 		t.Run(c.Name, func(t *testing.T) {
-			got := NewRenderer(Options{InlineEndpoints: c.InlineEndpoints}).Render(c.Build(t)).String()
+			got := NewRenderer(Options{InlineEndpoints: c.InlineEndpoints, EndpointMap: c.EndpointMap}).Render(c.Build(t)).String()
 			for _, want := range c.Contains {
 				if !strings.Contains(got, want) {
 					t.Errorf("rendered ruleset lacks %q", want)
@@ -104,5 +105,80 @@ func TestRendererReuse(t *testing.T) {
 	set2.Node.VXLANPort = 4790
 	if third := rr.Render(set2); third.Services[0] == second.Services[0] {
 		t.Errorf("group reused across a change of node facts")
+	}
+}
+
+// TestEndpointMapStableIndexes checks what makes an endpoint change cheap with Options.EndpointMap: a
+// replaced endpoint changes only the Service's map element (its chains stay equal), every other Service
+// keeps its base index, and the index of a deleted Service is reused by a later one.
+func TestEndpointMapStableIndexes(t *testing.T) {
+	rr := NewRenderer(Options{EndpointMap: true})
+	set := rendertest.ScaleSet(20, 3)
+	first := rr.Render(set)
+	if got, want := first.String(), NewRenderer(Options{EndpointMap: true}).Render(set).String(); got != want {
+		t.Fatalf("Renderer and a fresh Renderer differ:\n%s", lineDiff(want, got))
+	}
+	set2 := rendertest.ScaleSet(20, 3)
+	set2.Services[5].Ports[0].Endpoints[1].Addr = netip.MustParseAddr("10.131.255.254")
+	second := rr.Render(set2)
+	for i, g := range second.Services {
+		if i != 5 {
+			if g != first.Services[i] {
+				t.Errorf("group %d not reused", i)
+			}
+			continue
+		}
+		if g == first.Services[i] || len(g.Chains) != len(first.Services[i].Chains) {
+			t.Fatalf("group 5: got %d chains, reused=%v", len(g.Chains), g == first.Services[i])
+		}
+		for j, c := range g.Chains {
+			if !c.Equal(first.Services[i].Chains[j]) {
+				t.Errorf("chain %s changed for an endpoint replacement:\n%v\n%v", c.Name, first.Services[i].Chains[j].Rules, c.Rules)
+			}
+		}
+	}
+	elems := func(rs *Ruleset) map[ElementKey]ElementData {
+		m := map[ElementKey]ElementData{}
+		for _, s := range rs.FixedSets() {
+			if s.Name == serviceEndpointsMap {
+				for _, e := range s.Elements {
+					m[e.Key()] = e.Data()
+				}
+			}
+		}
+		return m
+	}
+	a, b := elems(first), elems(second)
+	changed := 0
+	for k, v := range a {
+		if b[k] != v {
+			changed++
+		}
+	}
+	if len(a) != 60 || len(b) != 60 || changed != 1 {
+		t.Fatalf("got %d and %d elements with %d changed, want 60, 60 and 1", len(a), len(b), changed)
+	}
+	// Delete Service 3, then add a new one: it takes Service 3's index.
+	offset := func(rs *Ruleset, key string) uint32 {
+		for _, g := range rs.Services {
+			if g.Key == key {
+				for _, r := range g.Chains[0].Rules {
+					if d, ok := r.Stmts[len(r.Stmts)-1].(DNATMap); ok {
+						return d.Offset
+					}
+				}
+			}
+		}
+		t.Fatalf("no DNATMap rule for %s", key)
+		return 0
+	}
+	old := offset(second, set2.Services[3].Key())
+	removed := set2.Services[3]
+	set2.Services = append(set2.Services[:3], set2.Services[4:]...)
+	rr.Render(set2)
+	removed.Name = "svc-new"
+	set2.Services = append(set2.Services, removed)
+	if got := offset(rr.Render(set2), removed.Key()); got != old {
+		t.Errorf("new Service got offset %d, want the freed %d", got, old)
 	}
 }

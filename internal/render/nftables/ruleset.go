@@ -38,6 +38,8 @@ type ServiceRules struct {
 	// svc is the Service this was rendered from; elements are its entries in the shared maps.
 	svc      model.Service
 	elements []setElement
+	// endpointMapChains are the policy chains holding an endpoint map base index (Options.EndpointMap).
+	endpointMapChains []string
 }
 
 // setElement is an element destined to a named shared set or map.
@@ -83,11 +85,20 @@ const (
 	SetTypeAddrProtoPortVerdict
 	// SetTypeProtoPortVerdict is `type inet_proto . inet_service : verdict`.
 	SetTypeProtoPortVerdict
+	// SetTypeEndpointMap is the data map `typeof numgen random mod 1 : ip daddr . tcp dport`: an endpoint
+	// index (a Service port's base plus a numgen result) to the endpoint's address and port
+	// (Options.EndpointMap).
+	SetTypeEndpointMap
 )
 
-// IsMap reports whether sets of this type are verdict maps.
+// IsMap reports whether sets of this type are maps (verdict or data).
 func (t SetType) IsMap() bool {
 	return t != SetTypeAddr
+}
+
+// HasVerdicts reports whether the map's data are verdicts, as opposed to endpoint addresses.
+func (t SetType) HasVerdicts() bool {
+	return t == SetTypeAddrProtoPortVerdict || t == SetTypeProtoPortVerdict
 }
 
 // Set is a named set or verdict map.
@@ -112,28 +123,48 @@ func (s *Set) Dynamic() bool {
 
 // Element is one set or map element. Which fields are used depends on the set's type: Prefix (an address
 // is a /32) for SetTypeAddr; Prefix, Proto and Port for SetTypeAddrProtoPortVerdict; Proto and Port for
-// SetTypeProtoPortVerdict. Maps carry a Verdict.
+// SetTypeProtoPortVerdict; Index and Target for SetTypeEndpointMap. Verdict maps carry a Verdict.
 type Element struct {
 	Prefix  netip.Prefix
 	Proto   model.L4Proto
 	Port    uint16
+	Index   uint32
 	Verdict Verdict
+	Target  netip.AddrPort
 }
 
-// ElementKey is what identifies an element inside its set: its key without the verdict.
+// ElementKey is what identifies an element inside its set: its key without the data.
 type ElementKey struct {
 	Prefix netip.Prefix
 	Proto  model.L4Proto
 	Port   uint16
+	Index  uint32
+}
+
+// ElementData is what a map element maps its key to; the applier replaces an element whose data changed.
+type ElementData struct {
+	Verdict Verdict
+	Target  netip.AddrPort
 }
 
 // Key returns the element's key.
 func (e Element) Key() ElementKey {
-	return ElementKey{Prefix: e.Prefix, Proto: e.Proto, Port: e.Port}
+	return ElementKey{Prefix: e.Prefix, Proto: e.Proto, Port: e.Port, Index: e.Index}
+}
+
+// Data returns the element's data.
+func (e Element) Data() ElementData {
+	return ElementData{Verdict: e.Verdict, Target: e.Target}
 }
 
 // compareElements orders elements by key, as String prints them.
 func compareElements(a, b Element) int {
+	if a.Index != b.Index {
+		if a.Index < b.Index {
+			return -1
+		}
+		return 1
+	}
 	if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 		return c
 	}
@@ -343,6 +374,14 @@ type DNAT struct {
 	Port uint16
 }
 
+// DNATMap rewrites the destination to the endpoint a random index selects in the shared endpoint map:
+// `dnat ip to numgen random mod 3 offset 4096 map @service-endpoints` picks one of elements 4096..4098,
+// each with probability 1/3. A MatchProto must precede it.
+type DNATMap struct {
+	Mod, Offset uint32
+	Map         string
+}
+
 // Reject refuses the packet at once: a TCP reset (`reject with tcp reset`, only for TCP) or an ICMP port
 // unreachable (`reject`), so that clients see "connection refused" rather than a timeout.
 type Reject struct {
@@ -371,6 +410,7 @@ func (Verdict) isStmt()           {}
 func (MarkSet) isStmt()           {}
 func (Masquerade) isStmt()        {}
 func (DNAT) isStmt()              {}
+func (DNATMap) isStmt()           {}
 func (Reject) isStmt()            {}
 func (Notrack) isStmt()           {}
 func (AffinityUpdate) isStmt()    {}

@@ -47,6 +47,8 @@ func (s *Set) write(b *strings.Builder) {
 		b.WriteString("\t\ttype ipv4_addr . inet_proto . inet_service : verdict\n")
 	case SetTypeProtoPortVerdict:
 		b.WriteString("\t\ttype inet_proto . inet_service : verdict\n")
+	case SetTypeEndpointMap:
+		b.WriteString("\t\ttypeof numgen random mod 1 : ip daddr . tcp dport\n")
 	}
 	if s.Dynamic() {
 		// nft gives dynamic sets a default size, and the kernel reports it back.
@@ -62,7 +64,8 @@ func (s *Set) write(b *strings.Builder) {
 		for i, e := range elems {
 			if i > 0 {
 				// nft puts two addresses on a line and every concatenated element on its own line.
-				if s.Type == SetTypeAddr && i%2 == 1 {
+				// The endpoint map's elements go five on a line.
+				if s.Type == SetTypeAddr && i%2 == 1 || s.Type == SetTypeEndpointMap && i%5 != 0 {
 					b.WriteString(", ")
 				} else {
 					b.WriteString(",\n\t\t\t     ")
@@ -82,6 +85,8 @@ func (s *Set) elementString(e Element) string {
 		return fmt.Sprintf("%s . %s . %d : %s", prefixString(e.Prefix), e.Proto, e.Port, e.Verdict)
 	case SetTypeProtoPortVerdict:
 		return fmt.Sprintf("%s . %d : %s", e.Proto, e.Port, e.Verdict)
+	case SetTypeEndpointMap:
+		return fmt.Sprintf("%d : %s . %d", e.Index, e.Target.Addr(), e.Target.Port())
 	}
 	return prefixString(e.Prefix)
 }
@@ -271,6 +276,11 @@ func (m Masquerade) String() string {
 // String is part of Stmt.
 func (d DNAT) String() string {
 	return "dnat to " + netip.AddrPortFrom(d.Addr, d.Port).String()
+}
+
+// String is part of Stmt.
+func (d DNATMap) String() string {
+	return fmt.Sprintf("dnat ip to numgen random mod %d offset %d map @%s", d.Mod, d.Offset, d.Map)
 }
 
 // String is part of Stmt.

@@ -98,6 +98,8 @@ type Case struct {
 	Contains []string
 	// InlineEndpoints renders with nftables.Options.InlineEndpoints.
 	InlineEndpoints bool
+	// EndpointMap renders with nftables.Options.EndpointMap.
+	EndpointMap bool
 }
 
 // Cases are shared with the apply integration test, which programs each one into a kernel and
@@ -272,6 +274,45 @@ func Cases() []Case {
 				"meta l4proto tcp dnat to 10.128.2.51:8080",
 				// Session affinity still needs its per-endpoint chains and sets.
 				"goto endpoint-ns5/sticky/tcp/http__10.128.0.51/8080",
+			},
+		},
+		{
+			Name: "endpoint-map", Node: Node(), EndpointMap: true,
+			Services: []*corev1.Service{
+				Service("ns6", "three", "172.30.0.60"),
+				Service("ns6", "sticky", "172.30.0.61", func(s *corev1.Service) {
+					s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+				}),
+				Service("ns6", "dns", "172.30.0.62", func(s *corev1.Service) {
+					s.Spec.Type = corev1.ServiceTypeNodePort
+					s.Spec.Ports = []corev1.ServicePort{{Name: "dns", Protocol: corev1.ProtocolUDP, Port: 53, NodePort: 30053}}
+				}),
+				Service("ns6", "ext-local", "172.30.0.63", func(s *corev1.Service) {
+					s.Spec.Type = corev1.ServiceTypeNodePort
+					s.Spec.Ports[0].NodePort = 30063
+					s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+				}),
+				Service("ns6", "none", "172.30.0.64"),
+			},
+			Slices: []*discoveryv1.EndpointSlice{
+				Slice("ns6", "three", "http", corev1.ProtocolTCP, 8080,
+					Endpoint{IP: "10.128.0.60", Node: "node1"}, Endpoint{IP: "10.128.2.60", Node: "node2"},
+					Endpoint{IP: "10.128.2.61", Node: "node2"}),
+				Slice("ns6", "sticky", "http", corev1.ProtocolTCP, 8080,
+					Endpoint{IP: "10.128.0.61", Node: "node1"}, Endpoint{IP: "10.128.2.62", Node: "node2"}),
+				Slice("ns6", "dns", "dns", corev1.ProtocolUDP, 5353, Endpoint{IP: "10.128.2.63", Node: "node2"}),
+				Slice("ns6", "ext-local", "http", corev1.ProtocolTCP, 8080,
+					Endpoint{IP: "10.128.0.64", Node: "node1"}, Endpoint{IP: "10.128.2.64", Node: "node2"}),
+			},
+			Contains: []string{
+				"typeof numgen random mod 1 : ip daddr . tcp dport",
+				"meta l4proto tcp dnat ip to numgen random mod 3 offset ",
+				"meta l4proto udp dnat ip to numgen random mod 1 offset ",
+				"meta l4proto tcp dnat ip to numgen random mod 1 offset ",
+				": 10.128.2.61 . 8080",
+				": 10.128.2.63 . 5353",
+				// Session affinity still needs its per-endpoint chains and sets.
+				"goto endpoint-ns6/sticky/tcp/http__10.128.0.61/8080",
 			},
 		},
 	}
