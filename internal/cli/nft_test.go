@@ -307,3 +307,152 @@ func eventsText(r *NFTResult) string {
 	}
 	return b.String()
 }
+
+// pairService is a Service with two endpoints and no affinity, which Options.EndpointMap sends through the
+// endpoint map on the userspace datapath.
+const pairService = `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pair, namespace: web}
+spec:
+  type: ClusterIP
+  clusterIP: 172.30.0.30
+  ports: [{name: http, protocol: TCP, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: pair-a, namespace: web, labels: {kubernetes.io/service-name: pair}}
+addressType: IPv4
+endpoints:
+- {addresses: [10.128.2.30], nodeName: node2}
+- {addresses: [10.128.4.30], nodeName: node3}
+ports: [{name: http, protocol: TCP, port: 8000}]
+`
+
+// endpointMapRuleset renders the seed plus every shape with nftables.Options.EndpointMap.
+func endpointMapRuleset(t *testing.T, node string, dp model.DatapathType) *nftables.Ruleset {
+	t.Helper()
+	ns, _ := seedRuleset(t, node, dp, extraServices+pairService)
+	return nftables.NewRenderer(nftables.Options{EndpointMap: true}).Render(ns.Services)
+}
+
+func TestParseNFTRulesetEndpointMap(t *testing.T) {
+	for _, tc := range []struct {
+		node string
+		dp   model.DatapathType
+		maps bool
+	}{{"node1", model.DatapathNetdev, true}, {"node3", model.DatapathSystem, false}} {
+		t.Run(tc.node, func(t *testing.T) {
+			want := endpointMapRuleset(t, tc.node, tc.dp)
+			text := want.String()
+			if strings.Contains(text, "map @service-endpoints") != tc.maps {
+				t.Fatalf("endpoint map used: %v, want %v (the kernel datapath keeps endpoint chains)", !tc.maps, tc.maps)
+			}
+			got, err := ParseNFTRuleset(text)
+			if err != nil {
+				t.Fatalf("ParseNFTRuleset: %v\n%s", err, text)
+			}
+			if got.String() != text {
+				t.Errorf("the parsed ruleset prints differently:\n%s", lineDiff(text, got.String()))
+			}
+			if a, b := cloneForCompare(got), cloneForCompare(want); a != b {
+				t.Errorf("the parsed ruleset differs from the rendered one:\n%s", lineDiff(b, a))
+			}
+		})
+	}
+	for _, tc := range []struct{ rule, want string }{
+		{"meta l4proto tcp dnat ip to numgen random mod x offset 4096 map @service-endpoints", "numgen modulus"},
+		{"meta l4proto tcp dnat ip to numgen random mod 2 offset y map @service-endpoints", "numgen offset"},
+		{"meta l4proto tcp dnat ip to numgen random mod 2 offset 4096 vmap @service-endpoints", "unrecognised statement"},
+	} {
+		if _, err := ParseNFTRule(tc.rule); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseNFTRule(%q) = %v, want an error containing %q", tc.rule, err, tc.want)
+		}
+	}
+	r, err := ParseNFTRule("meta l4proto udp dnat ip to numgen random mod 3 offset 8192 map @service-endpoints")
+	if err != nil || len(r.Stmts) != 2 || r.Stmts[1] != (nftables.DNATMap{Mod: 3, Offset: 8192, Map: "service-endpoints"}) {
+		t.Errorf("DNATMap rule: %+v, %v", r, err)
+	}
+	if _, err := ParseNFTRuleset("table ip vxflow {\n\tmap service-endpoints {\n\t\ttypeof numgen random mod 1 : ip daddr . tcp dport\n\t\telements = { 4096 : 10.0.0.1 }\n\t}\n}\n"); err == nil || !strings.Contains(err.Error(), "want index : address . port") {
+		t.Errorf("an element without a port was accepted: %v", err)
+	}
+}
+
+func TestTraceNFTEndpointMap(t *testing.T) {
+	node1IP, gw1 := netip.MustParseAddr("10.10.12.11"), netip.MustParseAddr("10.128.0.1")
+	route := func(dst netip.Addr) NFTRoute {
+		if netip.MustParsePrefix("10.128.0.0/14").Contains(dst) || netip.MustParsePrefix("172.30.0.0/16").Contains(dst) {
+			return NFTRoute{OutIface: "tun0", OutAddr: gw1}
+		}
+		return NFTRoute{OutIface: "br-ex", OutAddr: node1IP}
+	}
+	tcp := func(src, dst string) NFTPacket {
+		s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+		return NFTPacket{Src: s.Addr(), Dst: d.Addr(), Proto: model.L4ProtoTCP, SrcPort: s.Port(), DstPort: d.Port()}
+	}
+	rs := endpointMapRuleset(t, "node1", model.DatapathNetdev)
+	parsed, err := ParseNFTRuleset(rs.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, prefer string
+		pkt          NFTPacket
+		verdict      string
+		dnat         string
+		candidates   int
+		masq         string
+	}{
+		{name: "external client to the seed's LoadBalancer IP", pkt: tcp("192.168.1.50:40000", "10.10.12.208:8080"),
+			verdict: NFTAccept, dnat: "10.128.2.151:8080", candidates: 1, masq: "10.128.0.1"},
+		{name: "NodePort", pkt: tcp("192.168.1.50:40000", "10.10.12.11:31808"),
+			verdict: NFTAccept, dnat: "10.128.2.151:8080", candidates: 1, masq: "10.128.0.1"},
+		{name: "two endpoints, no preference: index 0", pkt: tcp("10.128.0.5:40000", "172.30.0.30:80"),
+			verdict: NFTAccept, dnat: "10.128.2.30:8000", candidates: 2, masq: "10.128.0.1"},
+		{name: "two endpoints, the preferred one", pkt: tcp("10.128.0.5:40000", "172.30.0.30:80"), prefer: "10.128.4.30:8000",
+			verdict: NFTAccept, dnat: "10.128.4.30:8000", candidates: 2, masq: "10.128.0.1"},
+		{name: "affinity keeps its endpoint chains", pkt: tcp("10.128.0.5:40000", "172.30.0.20:80"), prefer: "10.128.4.10:8000",
+			verdict: NFTAccept, dnat: "10.128.4.10:8000", candidates: 2, masq: "10.128.0.1"},
+		{name: "Local policy from outside: the local endpoint only", pkt: tcp("192.168.50.7:40000", "10.10.12.209:443"),
+			verdict: NFTAccept, dnat: "10.128.0.40:8443", candidates: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := NFTEnv{LocalAddrs: []netip.Addr{node1IP, gw1}, Route: route}
+			if tc.prefer != "" {
+				env.PreferEndpoint = netip.MustParseAddrPort(tc.prefer)
+			}
+			res := TraceNFT(parsed, tc.pkt, env)
+			if res.Verdict != tc.verdict || addrPortText(res.DNAT) != tc.dnat {
+				t.Fatalf("verdict %s DNAT %q, want %s %q; events:\n%s", res.Verdict, addrPortText(res.DNAT), tc.verdict, tc.dnat, eventsText(res))
+			}
+			gotMasq := ""
+			if res.Masquerade {
+				gotMasq = res.MasqAddr.String()
+			}
+			if gotMasq != tc.masq {
+				t.Errorf("masquerade to %q, want %q; events:\n%s", gotMasq, tc.masq, eventsText(res))
+			}
+			chosen, sum := 0, 0.0
+			for _, c := range res.Candidates {
+				sum += c.Probability
+				if c.Chosen {
+					chosen++
+				}
+			}
+			if len(res.Candidates) != tc.candidates || chosen != 1 || sum < 0.999 || sum > 1.001 {
+				t.Errorf("candidates %+v: want %d, one chosen, probabilities summing to 1", res.Candidates, tc.candidates)
+			}
+		})
+	}
+	// A missing element makes the kernel's lookup fail: the rule does not match and nothing is DNATed.
+	for _, s := range parsed.Sets {
+		if s.Type == nftables.SetTypeEndpointMap {
+			s.Elements = nil
+		}
+	}
+	if res := TraceNFT(parsed, tcp("10.128.0.5:40000", "172.30.0.30:80"), NFTEnv{LocalAddrs: []netip.Addr{node1IP, gw1}, Route: route}); res.DNAT.IsValid() || len(res.Candidates) != 0 {
+		t.Errorf("an empty endpoint map still DNATed to %s (%+v)", res.DNAT, res.Candidates)
+	}
+}

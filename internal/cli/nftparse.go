@@ -95,6 +95,8 @@ func (p *nftParser) set(name string) (*nftables.Set, error) {
 			s.Type = nftables.SetTypeAddrProtoPortVerdict
 		case l == "type inet_proto . inet_service : verdict":
 			s.Type = nftables.SetTypeProtoPortVerdict
+		case l == "typeof numgen random mod 1 : ip daddr . tcp dport":
+			s.Type = nftables.SetTypeEndpointMap
 		case l == "flags interval":
 			s.Interval = true
 		case strings.HasPrefix(l, "flags "), strings.HasPrefix(l, "size "), strings.HasPrefix(l, "comment "):
@@ -157,11 +159,13 @@ func parseElement(t nftables.SetType, e string) (nftables.Element, error) {
 			return el, fmt.Errorf("element %q: want protocol . port", e)
 		}
 		el.Proto, el.Port, err = parseProtoPort(parts[0], parts[1])
+	case nftables.SetTypeEndpointMap:
+		el.Index, el.Target, err = parseEndpointElement(parts[0], verdict, hasVerdict)
 	}
 	if err != nil {
 		return el, fmt.Errorf("element %q: %w", e, err)
 	}
-	if t.IsMap() {
+	if t.HasVerdicts() {
 		if !hasVerdict {
 			return el, fmt.Errorf("element %q of a map has no verdict", e)
 		}
@@ -172,6 +176,27 @@ func parseElement(t nftables.SetType, e string) (nftables.Element, error) {
 		el.Verdict = v
 	}
 	return el, nil
+}
+
+// parseEndpointElement reads an endpoint map element's index and its `address . port` data.
+func parseEndpointElement(key, data string, hasData bool) (uint32, netip.AddrPort, error) {
+	idx, err := strconv.ParseUint(key, 10, 32)
+	if err != nil {
+		return 0, netip.AddrPort{}, fmt.Errorf("invalid index %q", key)
+	}
+	f := strings.Fields(data)
+	if !hasData || len(f) < 3 || f[1] != "." {
+		return 0, netip.AddrPort{}, fmt.Errorf("want index : address . port")
+	}
+	a, err := netip.ParseAddr(f[0])
+	if err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	port, err := strconv.ParseUint(f[2], 10, 16)
+	if err != nil {
+		return 0, netip.AddrPort{}, fmt.Errorf("invalid port %q", f[2])
+	}
+	return uint32(idx), netip.AddrPortFrom(a, uint16(port)), nil
 }
 
 func parsePrefixOrAddr(s string) (netip.Prefix, error) {
@@ -409,6 +434,9 @@ func parseStmt(t []string) (any, int, error) {
 		if at(i) != "to" {
 			return nil, 0, nil
 		}
+		if at(i+1) == "numgen" {
+			return parseDNATMap(t[i+1:], i+1)
+		}
 		ap, err := netip.ParseAddrPort(at(i + 1))
 		if err != nil {
 			return nil, 0, fmt.Errorf("dnat target %q: %w", at(i+1), err)
@@ -492,6 +520,31 @@ func parseStmt(t []string) (any, int, error) {
 		return nftables.MatchAddr{Field: field, Negate: neg, Prefix: pfx}, i + 1, nil
 	}
 	return nil, 0, nil
+}
+
+// parseDNATMap reads `numgen random mod N [offset K] map @name` after `dnat ip to`; used counts the
+// tokens before it.
+func parseDNATMap(t []string, used int) (any, int, error) {
+	if len(t) < 6 || t[1] != "random" || t[2] != "mod" {
+		return nil, 0, nil
+	}
+	mod, err := strconv.ParseUint(t[3], 10, 32)
+	if err != nil || mod == 0 {
+		return nil, 0, fmt.Errorf("numgen modulus %q", t[3])
+	}
+	d, i := nftables.DNATMap{Mod: uint32(mod)}, 4
+	if t[i] == "offset" {
+		off, err := strconv.ParseUint(t[i+1], 10, 32)
+		if err != nil {
+			return nil, 0, fmt.Errorf("numgen offset %q", t[i+1])
+		}
+		d.Offset, i = uint32(off), i+2
+	}
+	if i+1 >= len(t) || t[i] != "map" || !strings.HasPrefix(t[i+1], "@") {
+		return nil, 0, nil
+	}
+	d.Map = strings.TrimPrefix(t[i+1], "@")
+	return d, used + i + 2, nil
 }
 
 func addrField(s string) nftables.AddrField {

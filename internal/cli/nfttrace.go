@@ -283,6 +283,17 @@ func (t *nftTracer) rule(c *nftables.Chain, r nftables.Rule, depth int) nftables
 				t.event(c.Name, r, "")
 			}
 			return t.verdict(c, r, s, depth)
+		case nftables.DNATMap:
+			el, ok := t.pickMapped(s)
+			if !ok {
+				return 0 // a lookup miss ends the rule, as in the kernel
+			}
+			from := netip.AddrPortFrom(t.pkt.Dst, t.pkt.DstPort)
+			t.pkt.Dst, t.pkt.DstPort = el.Target.Addr(), el.Target.Port()
+			t.dnated = true
+			t.res.DNAT = el.Target
+			t.res.DNATEvent = t.event(c.Name, r, fmt.Sprintf("DNAT %s -> %s (element %d of @%s)", from, el.Target, el.Index, s.Map))
+			return nftables.VerdictAccept
 		case nftables.DNAT:
 			from := netip.AddrPortFrom(t.pkt.Dst, t.pkt.DstPort)
 			t.pkt.Dst, t.pkt.DstPort = s.Addr, s.Port
@@ -438,6 +449,14 @@ func (t *nftTracer) candidates(c *nftables.Chain) []EndpointCandidate {
 			case nftables.MatchAddrSet:
 				target = "" // an affinity rule, not a choice
 				mod = 0
+			case nftables.DNATMap:
+				// numgen picks each of the Mod indexes with the same probability; a missing element
+				// keeps its share (the packet goes on to the next rule), which is not a candidate.
+				for _, e := range t.mapped(s) {
+					out = append(out, EndpointCandidate{Chain: fmt.Sprintf("@%s[%d]", s.Map, e.Index), Endpoint: e.Target,
+						Probability: remaining / float64(s.Mod)})
+				}
+				return out
 			}
 		}
 		if target == "" || slices.ContainsFunc(out, func(e EndpointCandidate) bool { return e.Chain == target }) {
@@ -451,6 +470,39 @@ func (t *nftTracer) candidates(c *nftables.Chain) []EndpointCandidate {
 		out = append(out, EndpointCandidate{Chain: target, Endpoint: t.endpointOf(target), Probability: p})
 	}
 	return out
+}
+
+// mapped returns the endpoint map elements a DNATMap chooses from, in index order; missing ones are left out.
+func (t *nftTracer) mapped(d nftables.DNATMap) []nftables.Element {
+	s, ok := t.sets[d.Map]
+	if !ok || s.Type != nftables.SetTypeEndpointMap {
+		return nil
+	}
+	var out []nftables.Element
+	for _, e := range s.Elements {
+		if e.Index >= d.Offset && e.Index-d.Offset < d.Mod {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b nftables.Element) int { return int(int64(a.Index) - int64(b.Index)) })
+	return out
+}
+
+// pickMapped decides a DNATMap's numgen: the preferred endpoint when it is one of the elements, else the
+// element at the offset (numgen's 0); false when that element is missing (the kernel's lookup fails).
+func (t *nftTracer) pickMapped(d nftables.DNATMap) (nftables.Element, bool) {
+	els := t.mapped(d)
+	if want := t.env.PreferEndpoint; want.IsValid() {
+		for _, e := range els {
+			if e.Target == want {
+				return e, true
+			}
+		}
+	}
+	if len(els) == 0 || els[0].Index != d.Offset {
+		return nftables.Element{}, false
+	}
+	return els[0], true
 }
 
 // endpointOf finds the DNAT target of an endpoint chain.
