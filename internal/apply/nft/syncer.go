@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -112,6 +114,9 @@ type kernelState struct {
 	sets map[string]*programmedSet
 	// objects is the number of chains and sets, compared with the table's use count to notice deletions.
 	objects uint32
+	// byGroup is true when the endpoint maps' elements are tracked through the Service groups (a rendered
+	// Ruleset) rather than in sets (a hand-built one).
+	byGroup bool
 }
 
 // programmedSet is one set and its elements' data (verdicts or endpoints) by key.
@@ -535,8 +540,16 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 		}
 	}
 	// Elements of the shared maps and sets: deletions first (including changed verdicts), then additions.
+	// The endpoint maps' elements are compared per changed Service group instead.
+	if old.byGroup != next.byGroup && (old.hasEndpointMap() || next.hasEndpointMap()) {
+		return nil, errNeedFull // the elements were tracked the other way
+	}
+	epDels, epAdds := endpointMapDiff(old, next, desired)
 	for _, st := range desired.FixedSets() {
 		if st.Dynamic() {
+			continue
+		}
+		if next.byGroup && st.Type == nftables.SetTypeEndpointMap {
 			continue
 		}
 		ns := next.sets[st.Name]
@@ -564,6 +577,12 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 		tx.delElements(st, dels)
 		tx.addElements(st, adds)
 	}
+	for _, name := range slices.Sorted(maps.Keys(epDels)) {
+		tx.delElements(old.sets[name].spec, epDels[name])
+	}
+	for _, name := range slices.Sorted(maps.Keys(epAdds)) {
+		tx.addElements(next.sets[name].spec, epAdds[name])
+	}
 	for _, c := range rewrite {
 		tx.addRules(c)
 		tx.chainsWritten++
@@ -583,6 +602,72 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 	return next, nil
 }
 
+// endpointMapDiff compares the endpoint map elements of the Service groups that changed (a reused group has
+// the same elements), returning the keys to delete and the elements to add, by map. An element whose data
+// changed is in both.
+func endpointMapDiff(old, next *kernelState, desired *nftables.Ruleset) (map[string][]nftables.ElementKey, map[string][]nftables.Element) {
+	if !next.byGroup {
+		return nil, nil
+	}
+	isMap := func(k *kernelState, set string) bool {
+		ps, ok := k.sets[set]
+		return ok && ps.spec.Type == nftables.SetTypeEndpointMap
+	}
+	type held struct {
+		set  string
+		data nftables.ElementData
+	}
+	dels, adds := map[string][]nftables.ElementKey{}, map[string][]nftables.Element{}
+	for _, g := range desired.Services {
+		o := old.groups[g.Key]
+		if o == g {
+			continue
+		}
+		had := map[nftables.ElementKey]held{}
+		if o != nil {
+			o.EachElement(func(set string, e nftables.Element) {
+				if isMap(old, set) {
+					had[e.Key()] = held{set, e.Data()}
+				}
+			})
+		}
+		g.EachElement(func(set string, e nftables.Element) {
+			if !isMap(next, set) {
+				return
+			}
+			if h, ok := had[e.Key()]; ok && h.set == set && h.data == e.Data() {
+				delete(had, e.Key())
+				return
+			}
+			adds[set] = append(adds[set], e)
+		})
+		for k, h := range had {
+			dels[h.set] = append(dels[h.set], k)
+		}
+	}
+	for key, o := range old.groups {
+		if _, ok := next.groups[key]; ok {
+			continue
+		}
+		o.EachElement(func(set string, e nftables.Element) {
+			if isMap(old, set) {
+				dels[set] = append(dels[set], e.Key())
+			}
+		})
+	}
+	return dels, adds
+}
+
+// hasEndpointMap reports whether the state holds an endpoint map.
+func (k *kernelState) hasEndpointMap() bool {
+	for _, ps := range k.sets {
+		if ps.spec.Type == nftables.SetTypeEndpointMap {
+			return true
+		}
+	}
+	return false
+}
+
 // inOldGroup reports whether a chain belonged to one of the previously programmed Service groups.
 func inOldGroup(old *kernelState, name string) bool {
 	for _, g := range old.groups {
@@ -599,9 +684,10 @@ func inOldGroup(old *kernelState, name string) bool {
 func newKernelState(r *nftables.Ruleset) *kernelState {
 	fixedChains, fixedSets := r.FixedChains(), r.FixedSets()
 	k := &kernelState{
-		fixed:  make(map[string]*nftables.Chain, len(fixedChains)),
-		groups: make(map[string]*nftables.ServiceRules, len(r.Services)),
-		sets:   make(map[string]*programmedSet, len(fixedSets)),
+		fixed:   make(map[string]*nftables.Chain, len(fixedChains)),
+		groups:  make(map[string]*nftables.ServiceRules, len(r.Services)),
+		sets:    make(map[string]*programmedSet, len(fixedSets)),
+		byGroup: r.Services != nil,
 	}
 	for _, c := range fixedChains {
 		k.fixed[c.Name] = c
@@ -610,6 +696,10 @@ func newKernelState(r *nftables.Ruleset) *kernelState {
 		k.groups[g.Key] = g
 	}
 	for _, st := range fixedSets {
+		if k.byGroup && st.Type == nftables.SetTypeEndpointMap {
+			k.sets[st.Name] = &programmedSet{spec: st}
+			continue
+		}
 		ps := &programmedSet{spec: st, elems: make(map[nftables.ElementKey]nftables.ElementData, len(st.Elements))}
 		for _, e := range st.Elements {
 			ps.elems[e.Key()] = e.Data()

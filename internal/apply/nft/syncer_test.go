@@ -258,7 +258,7 @@ func TestEndpointMapRepairAndRestart(t *testing.T) {
 	s, ns := newTestSyncer(t, "nftm")
 	want := render(nftables.Options{EndpointMap: true})
 	mustSync(t, s, want)
-	nft(t, ns, "delete", "element", "ip", "vxflow", "service-endpoints", "{ 16385 }")
+	nft(t, ns, "delete", "element", "ip", "vxflow", "service-endpoints-4", "{ 16385 }")
 	if res := mustSync(t, s, want); !res.Full || !strings.HasPrefix(res.Reason, "ruleset changed by nft") {
 		t.Fatalf("element deleted by hand: got %+v, want a full sync", res)
 	}

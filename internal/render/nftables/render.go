@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -44,6 +45,18 @@ type Options struct {
 	// without re-validating the table; a count change rewrites that one rule. Bases are multiples of
 	// EndpointMapStride, so a port with more endpoints than that falls back to InlineEndpoints' rules.
 	EndpointMap bool
+}
+
+// EndpointMapShards is the number of endpoint maps the Service ports are spread over (by base index).
+// Every rule that looks a map up is a binding of it, and the kernel checks each element added to a map
+// against each of its bindings (and each binding against every element), so one map for 10,000 Service
+// ports makes a full sync quadratic (a minute at 10,000 x 10); 1,024 maps keep each to a few bindings and
+// a few hundred elements, while few enough sets keep the kernel's linear lookup of sets by name cheap.
+const EndpointMapShards = 1024
+
+// endpointMapName names the endpoint map of a shard.
+func endpointMapName(shard uint32) string {
+	return serviceEndpointsMap + "-" + strconv.Itoa(int(shard))
 }
 
 // EndpointMapStride is the distance between two Service ports' base indexes in the endpoint map, hence the
@@ -125,12 +138,12 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 		keys:   make(map[string]map[ElementKey]bool),
 	}
 	r.fixed()
-	r.rs.fixedChains, r.rs.fixedSets = len(r.rs.Chains), len(r.rs.Sets)
 	next := make(map[string]*ServiceRules, len(in.Services))
 	r.rs.Services = make([]*ServiceRules, 0, len(in.Services))
 	var usedIDs map[string]bool
+	var usedShards map[uint32]bool
 	if rr.opts.EndpointMap {
-		usedIDs = make(map[string]bool)
+		usedIDs, usedShards = make(map[string]bool), make(map[uint32]bool)
 	}
 	for i := range in.Services {
 		s := &in.Services[i]
@@ -138,11 +151,19 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 		if g == nil || !g.svc.Equal(s) {
 			g = renderService(&in.Node, s, rr.opts, &rr.ids)
 		}
-		for _, c := range g.endpointMapChains {
+		for j, c := range g.endpointMapChains {
 			usedIDs[c] = true
+			usedShards[g.endpointMapShards[j]] = true
 		}
-		next[g.Key] = g
 		r.rs.Services = append(r.rs.Services, g)
+	}
+	// The endpoint maps in use are fixed sets, created before any rule that looks them up.
+	for _, shard := range slices.Sorted(maps.Keys(usedShards)) {
+		r.addSet(&Set{Name: endpointMapName(shard), Type: SetTypeEndpointMap})
+	}
+	r.rs.fixedChains, r.rs.fixedSets = len(r.rs.Chains), len(r.rs.Sets)
+	for _, g := range r.rs.Services {
+		next[g.Key] = g
 		r.rs.Chains = append(r.rs.Chains, g.Chains...)
 		r.rs.Sets = append(r.rs.Sets, g.Sets...)
 		for _, e := range g.elements {
@@ -268,9 +289,6 @@ func (r *renderer) fixed() {
 	r.addSet(&Set{Name: noEndpointServicesMap, Type: SetTypeAddrProtoPortVerdict})
 	r.addSet(&Set{Name: noEndpointNodePortsMap, Type: SetTypeProtoPortVerdict})
 	r.addSet(&Set{Name: firewallIPsMap, Type: SetTypeAddrProtoPortVerdict})
-	if r.opts.EndpointMap {
-		r.addSet(&Set{Name: serviceEndpointsMap, Type: SetTypeEndpointMap})
-	}
 
 	for _, b := range baseChains {
 		r.addFixedChain(b.name, &BaseChain{Type: b.typ, Hook: b.hook, Priority: b.priority})
@@ -481,11 +499,13 @@ func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto mo
 	n := len(eps)
 	if f.ids != nil && n <= EndpointMapStride {
 		if id, ok := f.ids.get(c.Name); ok {
+			shard := id % EndpointMapShards
 			f.out.endpointMapChains = append(f.out.endpointMapChains, c.Name)
-			base := id * EndpointMapStride
-			c.Rules = append(c.Rules, rule(MatchProto{Proto: proto}, DNATMap{Mod: uint32(n), Offset: base, Map: serviceEndpointsMap}))
+			f.out.endpointMapShards = append(f.out.endpointMapShards, shard)
+			base, m := id*EndpointMapStride, endpointMapName(shard)
+			c.Rules = append(c.Rules, rule(MatchProto{Proto: proto}, DNATMap{Mod: uint32(n), Offset: base, Map: m}))
 			for i, e := range eps {
-				f.addElement(serviceEndpointsMap, Element{Index: base + uint32(i), Target: netip.AddrPortFrom(e.Addr, e.Port)})
+				f.addElement(m, Element{Index: base + uint32(i), Target: netip.AddrPortFrom(e.Addr, e.Port)})
 			}
 			return
 		}

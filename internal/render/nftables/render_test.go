@@ -140,7 +140,7 @@ func TestEndpointMapStableIndexes(t *testing.T) {
 	elems := func(rs *Ruleset) map[ElementKey]ElementData {
 		m := map[ElementKey]ElementData{}
 		for _, s := range rs.FixedSets() {
-			if s.Name == serviceEndpointsMap {
+			if strings.HasPrefix(s.Name, serviceEndpointsMap+"-") {
 				for _, e := range s.Elements {
 					m[e.Key()] = e.Data()
 				}

@@ -40,6 +40,16 @@ type ServiceRules struct {
 	elements []setElement
 	// endpointMapChains are the policy chains holding an endpoint map base index (Options.EndpointMap).
 	endpointMapChains []string
+	// endpointMapShards are the shards of those chains' base indexes, in the same order.
+	endpointMapShards []uint32
+}
+
+// EachElement calls fn for each of the Service's elements in the shared sets and maps, so that the applier
+// can diff the elements of a changed Service alone (the endpoint maps hold 100,000 elements at scale).
+func (g *ServiceRules) EachElement(fn func(set string, e Element)) {
+	for _, e := range g.elements {
+		fn(e.set, e.elem)
+	}
 }
 
 // setElement is an element destined to a named shared set or map.

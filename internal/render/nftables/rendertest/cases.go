@@ -306,6 +306,7 @@ func Cases() []Case {
 			},
 			Contains: []string{
 				"typeof numgen random mod 1 : ip daddr . tcp dport",
+				"map service-endpoints-4 {",
 				"meta l4proto tcp dnat ip to numgen random mod 3 offset ",
 				"meta l4proto udp dnat ip to numgen random mod 1 offset ",
 				"meta l4proto tcp dnat ip to numgen random mod 1 offset ",
