@@ -36,7 +36,7 @@ type syncReport struct {
 
 // runDriver is the vxflow side of the benchmark: the informer-to-kernel path the agent will have (watch
 // Services and EndpointSlices, coalesce, build the model, render, sync), run in the node's namespace.
-func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, inline bool) error {
+func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -88,7 +88,7 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, inline bool) erro
 	// The builder and renderer remember the previous sync, so that one changed object costs a pass over
 	// the lists plus that Service, as in the agent.
 	var builder model.ServiceBuilder
-	renderer := nftables.NewRenderer(nftables.Options{InlineEndpoints: inline})
+	renderer := nftables.NewRenderer(opts)
 	for {
 		select {
 		case <-ctx.Done():

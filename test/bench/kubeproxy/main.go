@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/vxflow/vxflow/internal/render/nftables"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -44,6 +45,7 @@ type options struct {
 	nsVX       string
 	out        string
 	inline     bool
+	epMap      bool
 	gogc       string
 	dump       string
 }
@@ -65,6 +67,7 @@ func main() {
 	flag.StringVar(&o.nsVX, "ns-vx", "", "internal: vxflow namespace")
 	flag.StringVar(&o.out, "out", "", "also write the results as JSON to this file")
 	flag.BoolVar(&o.inline, "inline-endpoints", false, "render vxflow with nftables.Options.InlineEndpoints")
+	flag.BoolVar(&o.epMap, "endpoint-map", false, "render vxflow with nftables.Options.EndpointMap")
 	flag.StringVar(&o.gogc, "vxflow-gogc", "", "GOGC for the vxflow driver (default: Go's)")
 	flag.StringVar(&o.dump, "dump", "", "write both rulesets, once programmed, to <dump>.kube-proxy.nft and <dump>.vxflow.nft")
 	flag.Parse()
@@ -72,7 +75,8 @@ func main() {
 	var err error
 	switch o.phase {
 	case "driver":
-		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP), o.inline)
+		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP),
+			nftables.Options{InlineEndpoints: o.inline, EndpointMap: o.epMap})
 	case "run":
 		err = run(o)
 	case "":
@@ -160,7 +164,7 @@ func setup(o options) error {
 		fmt.Sprintf("-services=%d", o.services), fmt.Sprintf("-endpoints=%d", o.endpoints),
 		fmt.Sprintf("-changes=%d", o.changes), fmt.Sprintf("-workers=%d", o.workers),
 		"-assets=" + o.assets, "-kube-proxy=" + o.kubeProxy, "-out=" + o.out,
-		fmt.Sprintf("-inline-endpoints=%v", o.inline), "-vxflow-gogc=" + o.gogc, "-dump=" + o.dump,
+		fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap), "-vxflow-gogc=" + o.gogc, "-dump=" + o.dump,
 		"-ns-cp=" + o.nsCP, "-ns-kp=" + o.nsKP, "-ns-vx=" + o.nsVX}
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
