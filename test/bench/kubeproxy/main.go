@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"github.com/vxflow/vxflow/internal/render/nftables"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/vxflow/vxflow/internal/render/nftables"
 )
 
 // Addresses of the benchmark's namespaces. The API server listens on 10.240.0.1, an address on the control
