@@ -38,6 +38,7 @@ type options struct {
 	verbosity                                  int
 	debugEndpoints                             bool
 	inlineEndpoints                            bool
+	endpointMap                                bool
 }
 
 func main() {
@@ -81,6 +82,7 @@ socket, and reports Programmed on its HostSubnet. Metrics and /healthz are serve
 	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs: how soon drift (a flow or rule changed by hand) is repaired")
 	f.DurationVar(&o.statusRefresh, "status-refresh", time.Minute, "how often a steady node rewrites its HostSubnet status")
 	f.BoolVar(&o.debugEndpoints, "debug-endpoints", true, "serve the read-only /debug/trace, /debug/flows, /debug/nftables and /debug/route endpoints that `vxflowctl trace --access agent` uses")
+	f.BoolVar(&o.endpointMap, "nft-endpoint-map", false, "DNAT through shared endpoint data maps when no per-endpoint chain is needed (userspace datapath, no session affinity): an endpoint replaced is a map element update, which the kernel commits without re-validating the table")
 	f.BoolVar(&o.inlineEndpoints, "nft-inline-endpoints", false, "DNAT straight from each Service's chain when no per-endpoint chain is needed (userspace datapath, no session affinity): about 3x cheaper nftables updates in the kernel")
 	f.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity")
 	cmd.AddCommand(newInstallCNICommand())
@@ -143,7 +145,7 @@ func run(parent context.Context, o *options) error {
 		return err
 	}
 	a, err := agent.New(agent.Config{
-		NodeName: o.nodeName, NodeIP: nodeIP, Datapath: dp, StatusRefresh: o.statusRefresh, InlineEndpoints: o.inlineEndpoints,
+		NodeName: o.nodeName, NodeIP: nodeIP, Datapath: dp, StatusRefresh: o.statusRefresh, InlineEndpoints: o.inlineEndpoints, EndpointMap: o.endpointMap,
 		Underlay: ovs.UnderlaySpec{Bridge: o.underlayBridge, NIC: o.underlayNIC, DatapathType: string(dp)},
 	}, cache, writer, sw, deps.links, deps.nft, metrics, logger)
 	if err != nil {

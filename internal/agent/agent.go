@@ -59,6 +59,10 @@ type Config struct {
 	// InlineEndpoints DNATs straight from a Service's chain when no per-endpoint chain is needed, which
 	// makes nftables updates about three times cheaper in the kernel (internal/render/nftables).
 	InlineEndpoints bool
+	// EndpointMap DNATs through shared endpoint data maps when no per-endpoint chain is needed, so that an
+	// endpoint replaced by another is an element update that nf_tables commits without re-validating the
+	// table (internal/render/nftables).
+	EndpointMap bool
 }
 
 // Agent converges one node onto what the API says.
@@ -102,7 +106,7 @@ func New(cfg Config, reader client.Reader, writer client.Client, sw ovs.Interfac
 	}
 	a := &Agent{cfg: cfg, reader: reader, writer: writer, ovs: sw, links: links, nft: nft,
 		metrics: metrics, log: log.WithValues("node", cfg.NodeName),
-		renderer: nftables.NewRenderer(nftables.Options{InlineEndpoints: cfg.InlineEndpoints})}
+		renderer: nftables.NewRenderer(nftables.Options{InlineEndpoints: cfg.InlineEndpoints, EndpointMap: cfg.EndpointMap})}
 	return a, nil
 }
 
