@@ -1,8 +1,8 @@
 package ovs
 
-// Group commit of pod ports. ovs-vswitchd reconfigures itself once per OVSDB transaction that touches its
-// bridges, in its single main loop, so 20 CNI ADDs that each commit their own port make the 20th pod wait for
-// 20 reconfigurations. Instead, EnsurePodPort and DeletePort queue their change and take the Switch's mutex:
+// Group commit of pod ports. ovs-vswitchd reconfigures itself after OVSDB transactions that touch its bridges,
+// in its single main loop, so 20 CNI ADDs that each commit their own port can cost up to 20 reconfigurations
+// and 20 round trips through the Switch's mutex. Instead, EnsurePodPort and DeletePort queue their change and take the Switch's mutex:
 // whoever gets it first drains the whole queue into one transaction, and everyone queued meanwhile finds
 // their change done when the mutex comes to them. A call alone commits at once (nothing waits to gather a
 // batch); a call that arrives while a transaction is in flight rides with the next one.

@@ -251,7 +251,7 @@ func (s *Switch) EnsureUnderlayBridge(ctx context.Context, spec UnderlaySpec) ([
 }
 
 // EnsurePodPort is part of Interface. Concurrent calls share one OVSDB transaction (see portbatch.go), so a
-// burst of CNI ADDs costs ovs-vswitchd one reconfiguration instead of one per pod.
+// burst of CNI ADDs is one reconfiguration of ovs-vswitchd rather than one per pod.
 func (s *Switch) EnsurePodPort(ctx context.Context, name string, externalIDs map[string]string) (int, error) {
 	if name == "" || name == s.bridge || name == VXLANPort || name == TunPort {
 		return 0, fmt.Errorf("failed to ensure pod port %q: reserved or empty name", name)
