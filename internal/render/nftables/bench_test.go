@@ -26,9 +26,16 @@ func BenchmarkRender1kx100(b *testing.B) {
 
 // BenchmarkRendererOneChange10kx10 re-renders 10,000 Services after one endpoint change with a Renderer
 // that keeps the previous result, as the agent does.
-func BenchmarkRendererOneChange10kx10(b *testing.B) {
+func BenchmarkRendererOneChange10kx10(b *testing.B) { benchRendererOneChange(b, Options{}) }
+
+// BenchmarkRendererOneChangeEndpointMap10kx10 is the same with Options.EndpointMap.
+func BenchmarkRendererOneChangeEndpointMap10kx10(b *testing.B) {
+	benchRendererOneChange(b, Options{EndpointMap: true})
+}
+
+func benchRendererOneChange(b *testing.B, opts Options) {
 	set := rendertest.ScaleSet(10000, 10)
-	rr := NewRenderer(Options{})
+	rr := NewRenderer(opts)
 	rr.Render(set)
 	p := &set.Services[5000].Ports[0]
 	orig := p.Endpoints[0]

@@ -141,9 +141,9 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 	next := make(map[string]*ServiceRules, len(in.Services))
 	r.rs.Services = make([]*ServiceRules, 0, len(in.Services))
 	var usedIDs map[string]bool
-	var usedShards map[uint32]bool
+	var usedShards map[uint32]int
 	if rr.opts.EndpointMap {
-		usedIDs, usedShards = make(map[string]bool), make(map[uint32]bool)
+		usedIDs, usedShards = make(map[string]bool), make(map[uint32]int)
 	}
 	for i := range in.Services {
 		s := &in.Services[i]
@@ -153,13 +153,13 @@ func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
 		}
 		for j, c := range g.endpointMapChains {
 			usedIDs[c] = true
-			usedShards[g.endpointMapShards[j]] = true
+			usedShards[g.endpointMapShards[j]] += g.endpointMapCounts[j]
 		}
 		r.rs.Services = append(r.rs.Services, g)
 	}
 	// The endpoint maps in use are fixed sets, created before any rule that looks them up.
 	for _, shard := range slices.Sorted(maps.Keys(usedShards)) {
-		r.addSet(&Set{Name: endpointMapName(shard), Type: SetTypeEndpointMap})
+		r.addSet(&Set{Name: endpointMapName(shard), Type: SetTypeEndpointMap, Elements: make([]Element, 0, usedShards[shard])})
 	}
 	r.rs.fixedChains, r.rs.fixedSets = len(r.rs.Chains), len(r.rs.Sets)
 	for _, g := range r.rs.Services {
@@ -256,6 +256,11 @@ func (r *renderer) addSet(s *Set) {
 
 // addElement adds an element unless its key is already taken in that set.
 func (r *renderer) addElement(set string, e Element) {
+	if s := r.sets[set]; s.Type == SetTypeEndpointMap {
+		// Base indexes are unique per policy chain: no key can be claimed twice.
+		s.Elements = append(s.Elements, e)
+		return
+	}
 	if r.keys[set][e.Key()] {
 		return
 	}
@@ -502,6 +507,7 @@ func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto mo
 			shard := id % EndpointMapShards
 			f.out.endpointMapChains = append(f.out.endpointMapChains, c.Name)
 			f.out.endpointMapShards = append(f.out.endpointMapShards, shard)
+			f.out.endpointMapCounts = append(f.out.endpointMapCounts, n)
 			base, m := id*EndpointMapStride, endpointMapName(shard)
 			c.Rules = append(c.Rules, rule(MatchProto{Proto: proto}, DNATMap{Mod: uint32(n), Offset: base, Map: m}))
 			for i, e := range eps {

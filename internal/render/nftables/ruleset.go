@@ -42,6 +42,8 @@ type ServiceRules struct {
 	endpointMapChains []string
 	// endpointMapShards are the shards of those chains' base indexes, in the same order.
 	endpointMapShards []uint32
+	// endpointMapCounts are those chains' numbers of endpoints, to size the maps' element lists.
+	endpointMapCounts []int
 }
 
 // EachElement calls fn for each of the Service's elements in the shared sets and maps, so that the applier
