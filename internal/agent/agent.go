@@ -153,16 +153,18 @@ func (a *Agent) Sync(ctx context.Context) error {
 		pods, podGen = a.pods.Snapshot()
 	}
 	report, view, err := a.sync(ctx, pods)
-	if a.pods != nil {
-		a.pods.Synced(podGen, err)
-	}
 	a.metrics.SyncDuration.WithLabelValues("total").Observe(time.Since(start).Seconds())
+	// The view is published before the waiting CNI requests are released, so that a request that returns
+	// sees the state it waited for.
 	a.mu.Lock()
 	a.lastErr = err
 	if err == nil {
 		a.synced, a.lastView = true, view
 	}
 	a.mu.Unlock()
+	if a.pods != nil {
+		a.pods.Synced(podGen, err)
+	}
 	if err == nil {
 		a.metrics.LastSync.SetToCurrentTime()
 		if !changeAt.IsZero() {

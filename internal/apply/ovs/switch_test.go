@@ -132,11 +132,22 @@ func TestEnsureBridge(t *testing.T) {
 		t.Errorf("vxlan0 dst_port = %s, want 4790", got)
 	}
 
-	// A hand edit is repaired by diff.
+	// A hand edit is repaired by diff. The edit reaches the Switch's OVSDB cache asynchronously (a monitor
+	// update), so the repair may come one EnsureBridge later, as it would in the agent's next sync.
 	n.Vsctl("set", "bridge", "br0", "fail_mode=standalone")
-	changes, err = s.EnsureBridge(ctx, BridgeSpec{DatapathType: DatapathNetdev, VXLANDstPort: 4790, TunMTU: 1400})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		changes, err = s.EnsureBridge(ctx, BridgeSpec{DatapathType: DatapathNetdev, VXLANDstPort: 4790, TunMTU: 1400})
+		if err != nil || len(changes) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil || len(changes) != 1 || changes[0] != "set bridge br0 fail_mode=secure" {
 		t.Errorf("repair changes = %q, %v", changes, err)
+	}
+	if got := strings.TrimSpace(n.Vsctl("get", "bridge", "br0", "fail_mode")); got != "secure" {
+		t.Errorf("fail_mode after the repair = %s, want secure", got)
 	}
 
 	// Bridge external_ids (agent metadata) are merged, and an empty value deletes a key.
