@@ -279,3 +279,37 @@ func TestEndpointMapRepairAndRestart(t *testing.T) {
 		_ = s2.Close()
 	}
 }
+
+// TestEndpointMapPartialSyncs removes and re-adds Services with Options.EndpointMap: shard maps disappear
+// and appear, elements follow their Service groups, and every step is a partial sync that leaves exactly
+// the rendered table. Integration test: needs root and nft.
+func TestEndpointMapPartialSyncs(t *testing.T) {
+	s, ns := newTestSyncer(t, "nftp")
+	rr := nftables.NewRenderer(nftables.Options{EndpointMap: true})
+	full := rendertest.ScaleSet(4, 3)
+	mustSync(t, s, rr.Render(full))
+	requireSameTable(t, ns, rr.Render(full))
+	steps := []func(set *model.ServiceSet){
+		func(set *model.ServiceSet) { set.Services = set.Services[:2] },                   // two maps go
+		func(set *model.ServiceSet) { set.Services[1].Ports[0].Endpoints[2].Port = 9090 }, // one element replaced
+		func(set *model.ServiceSet) {
+			set.Services[0].Ports[0].Endpoints = set.Services[0].Ports[0].Endpoints[:1]
+		},
+	}
+	set := rendertest.ScaleSet(4, 3)
+	for i, step := range steps {
+		step(set)
+		want := rr.Render(set)
+		res := mustSync(t, s, want)
+		if res.Full {
+			t.Fatalf("step %d: got a full sync %+v", i, res)
+		}
+		requireSameTableWithStale(t, ns, want, s)
+	}
+	// Back to four Services: the freed ids (and their maps) come back.
+	want := rr.Render(full)
+	if res := mustSync(t, s, want); res.Full {
+		t.Fatalf("re-adding: got a full sync %+v", res)
+	}
+	requireSameTableWithStale(t, ns, want, s)
+}
