@@ -565,3 +565,24 @@ func TestTwoControllersLeaderElection(t *testing.T) {
 	expectNoOverlap(g, list.Items, "10.128.0.0/14")
 	g.Expect(hs.Spec.Subnet).To(Equal("10.128.40.0/23"))
 }
+
+// TestClusterNetworkCreatedLast is the lab's order: Nodes and the controller exist before ClusterNetwork
+// default. Every Node must get a subnet once it appears, even when a Node's reconcile runs before the pool
+// has learnt the new ClusterNetwork (the reconcile asks again instead of dropping the Node).
+func TestClusterNetworkCreatedLast(t *testing.T) {
+	resetCluster(t)
+	startController(t, controllerOpts{})
+	names := []string{"late-1", "late-2", "late-3", "late-4", "late-5"}
+	for i, name := range names {
+		createNode(t, name, fmt.Sprintf("192.168.100.%d", 21+i))
+	}
+	createClusterNetwork(t, "10.128.0.0/14", 23)
+	subnets := map[string]string{}
+	for _, name := range names {
+		hs := waitAllocated(t, name)
+		if other, dup := subnets[hs.Spec.Subnet]; dup {
+			t.Errorf("%s and %s share subnet %s", name, other, hs.Spec.Subnet)
+		}
+		subnets[hs.Spec.Subnet] = name
+	}
+}

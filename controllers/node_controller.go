@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -124,7 +125,7 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	case s.node == nil:
 		return ctrl.Result{}, r.deleteOrphan(ctx, s)
 	case s.hs == nil:
-		return ctrl.Result{}, r.requestSubnet(ctx, s)
+		return r.requestSubnet(ctx, s)
 	case isControllerMade(s.hs) && s.hs.Annotations[vxflowv1alpha1.NodeUIDAnnotation] != string(s.node.UID):
 		return ctrl.Result{}, r.deleteStale(ctx, s)
 	default:
@@ -176,20 +177,25 @@ func (r *NodeReconciler) deleteHostSubnet(ctx context.Context, hs *vxflowv1alpha
 }
 
 // requestSubnet hands the Node to the allocator, or reports why it cannot have a subnet.
-func (r *NodeReconciler) requestSubnet(ctx context.Context, s *nodeScope) error {
+func (r *NodeReconciler) requestSubnet(ctx context.Context, s *nodeScope) (ctrl.Result, error) {
 	n, ok := r.Pool.Network()
 	if !ok {
+		// The pool learns ClusterNetwork default from its own informer handler, which may run after this
+		// reconciler's ClusterNetwork event; asking again shortly never loses the Node to that race.
 		ctrl.LoggerFrom(ctx).V(2).Info("Deferred allocation until ClusterNetwork default is usable", "reason", "NoClusterNetwork")
-		return nil
+		return ctrl.Result{RequeueAfter: networkRetryInterval}, nil
 	}
 	if _, why := nodeIP(s.node, n); why != "" {
 		r.Recorder.Eventf(s.node, nil, corev1.EventTypeWarning, eventNoUsableNodeIP, "Allocate",
 			"No HostSubnet until the Node has a usable InternalIP: %s", why)
-		return nil
+		return ctrl.Result{}, nil
 	}
 	r.Allocator.Request(s.node.Name)
-	return nil
+	return ctrl.Result{}, nil
 }
+
+// networkRetryInterval is how soon a Node that found no usable ClusterNetwork asks again.
+const networkRetryInterval = time.Second
 
 // syncHostIP keeps a controller-made HostSubnet's hostIP and owner reference current; a hand-made one is only
 // checked, and a mismatch reported.
