@@ -81,7 +81,7 @@ socket, and reports Programmed on its HostSubnet. Metrics and /healthz are serve
 	f.DurationVar(&o.minSyncInterval, "min-sync-interval", 20*time.Millisecond, "shortest time between the starts of two syncs; changes inside it are applied together")
 	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs: how soon drift (a flow or rule changed by hand) is repaired")
 	f.DurationVar(&o.statusRefresh, "status-refresh", time.Minute, "how often a steady node rewrites its HostSubnet status")
-	f.BoolVar(&o.debugEndpoints, "debug-endpoints", true, "serve the read-only /debug/trace, /debug/flows, /debug/nftables and /debug/route endpoints that `vxflowctl trace --access agent` uses")
+	f.BoolVar(&o.debugEndpoints, "debug-endpoints", true, "serve the read-only /debug/trace, /debug/flows, /debug/nftables and /debug/route endpoints that vxflowctl trace --access agent uses")
 	f.BoolVar(&o.endpointMap, "nft-endpoint-map", false, "DNAT through shared endpoint data maps when no per-endpoint chain is needed (userspace datapath, no session affinity): an endpoint replaced is a map element update, which the kernel commits without re-validating the table")
 	f.BoolVar(&o.inlineEndpoints, "nft-inline-endpoints", false, "DNAT straight from each Service's chain when no per-endpoint chain is needed (userspace datapath, no session affinity): about 3x cheaper nftables updates in the kernel")
 	f.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity")

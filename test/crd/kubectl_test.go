@@ -98,7 +98,7 @@ func TestKustomizeRendersTheDefaultConfig(t *testing.T) {
 	}
 	for _, want := range []string{
 		"kind: CustomResourceDefinition", "name: clusternetworks.network.vxflow.io", "name: hostsubnets.network.vxflow.io",
-		"kind: Deployment", "--leader-elect=true", "kind: DaemonSet", "hostNetwork: true", "privileged: true",
+		"kind: Deployment", "--leader-elect=true", "kind: DaemonSet", "hostNetwork: true", "privileged: true", "--node-ip=$(NODE_IP)",
 		"path: /var/run/openvswitch", "path: /etc/cni/net.d", "path: /opt/cni/bin", "kind: ClusterRole",
 	} {
 		if !strings.Contains(out, want) {
