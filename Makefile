@@ -2,6 +2,8 @@
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
 
+# sudo resets PATH; Go's usual install location is appended so `sudo make demo` finds it.
+export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := $(CURDIR)/bin
 K8S_BIN := $(BIN)/k8s
