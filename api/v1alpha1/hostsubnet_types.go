@@ -94,6 +94,13 @@ type HostSubnetAgentStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=16
 	DatapathType string `json:"datapathType,omitempty"`
+
+	// nftLayout is how the agent lays out Service endpoints in nftables when it differs from the default of
+	// one chain per endpoint: InlineEndpoints or EndpointMap (agent flags), so `vxflowctl render` renders the
+	// same table.
+	// +optional
+	// +kubebuilder:validation:Enum=InlineEndpoints;EndpointMap
+	NFTLayout string `json:"nftLayout,omitempty"`
 }
 
 // HostSubnetStatus is what the controller and the node agent observed.

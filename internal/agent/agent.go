@@ -65,6 +65,17 @@ type Config struct {
 	EndpointMap bool
 }
 
+// nftLayout names the nftables endpoint layout for status, empty for the default (a chain per endpoint).
+func (c Config) nftLayout() string {
+	switch {
+	case c.EndpointMap:
+		return "EndpointMap"
+	case c.InlineEndpoints:
+		return "InlineEndpoints"
+	}
+	return ""
+}
+
 // Agent converges one node onto what the API says.
 type Agent struct {
 	cfg     Config
@@ -302,7 +313,7 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 	a.metrics.SkippedObjects.Set(float64(len(view.Skipped)))
 	report := SyncReport{
 		Generation: own.Generation, Flows: len(flows), NFTRules: rules, StateHash: stateHash(flows),
-		MTU: view.MTU, Datapath: string(view.Datapath), Reason: ReasonProgrammed,
+		MTU: view.MTU, Datapath: string(view.Datapath), NFTLayout: a.cfg.nftLayout(), Reason: ReasonProgrammed,
 		Message: fmt.Sprintf("%d flows, %d remote nodes, %d local pods, %d nftables rules and elements", len(flows), len(view.RemoteNodes), len(view.LocalPods), rules),
 	}
 	if len(view.Skipped) > 0 {

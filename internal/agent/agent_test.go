@@ -243,3 +243,19 @@ func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
 	}
 	return nil
 }
+
+func TestStatusReportsANonDefaultNFTLayout(t *testing.T) {
+	ctx := context.Background()
+	ta := newTestAgent(t, testClusterNetwork(), makeTestHostSubnet("node1", "192.168.100.11", "10.128.0.0/23"))
+	ta.cfg.InlineEndpoints = true
+	if err := ta.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hs := &v1alpha1.HostSubnet{}
+	if err := ta.client.Get(ctx, client.ObjectKey{Name: "node1"}, hs); err != nil {
+		t.Fatal(err)
+	}
+	if hs.Status.Agent == nil || hs.Status.Agent.NFTLayout != "InlineEndpoints" {
+		t.Errorf("status.agent = %+v, want nftLayout InlineEndpoints so vxflowctl renders the same table", hs.Status.Agent)
+	}
+}

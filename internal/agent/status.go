@@ -32,6 +32,8 @@ type SyncReport struct {
 	// MTU and Datapath are the node's pod MTU and br0 datapath type.
 	MTU      int
 	Datapath string
+	// NFTLayout is the nftables endpoint layout when it is not the default (see HostSubnetAgentStatus).
+	NFTLayout string
 	// Reason and Message explain the outcome; Reason is ReasonProgrammed when everything was applied.
 	Reason, Message string
 }
@@ -56,6 +58,9 @@ func statusApplyObject(name string, r SyncReport, lastTransition metav1.Time) *u
 	}
 	if r.Datapath != "" {
 		agent["datapathType"] = r.Datapath
+	}
+	if r.NFTLayout != "" {
+		agent["nftLayout"] = r.NFTLayout
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": v1alpha1.GroupVersion.String(),
@@ -112,7 +117,7 @@ func statusChanged(hs *v1alpha1.HostSubnet, r SyncReport, refresh time.Duration)
 	case cond == nil, cond.Reason != r.Reason, cond.Message != r.Message, cond.ObservedGeneration != r.Generation:
 		return true
 	case a.ObservedGeneration != r.Generation, int(a.Flows) != r.Flows, int(a.NFTRules) != r.NFTRules,
-		a.StateHash != r.StateHash, int(a.MTU) != r.MTU, a.DatapathType != r.Datapath:
+		a.StateHash != r.StateHash, int(a.MTU) != r.MTU, a.DatapathType != r.Datapath, a.NFTLayout != r.NFTLayout:
 		return true
 	}
 	return r.Time.Sub(a.LastSync.Time) >= refresh

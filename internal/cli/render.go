@@ -72,6 +72,9 @@ type RenderedFacts struct {
 	UnderlayMTUOrigin string
 	Datapath          model.DatapathType
 	DatapathOrigin    string
+	// NFTLayout is the agent's nftables endpoint layout from status.agent.nftLayout; empty for the default
+	// (a chain per endpoint).
+	NFTLayout string `json:",omitempty"`
 }
 
 // RenderedPod is a local pod of a render and the origin of its ofport ("annotation" or "assigned").
@@ -154,7 +157,8 @@ func RenderNode(st *ClusterState, opts RenderOptions) (*NodeState, error) {
 		return nil, fmt.Errorf("failed to build the Services of node %s: %w", opts.Node, err)
 	}
 	ns := &NodeState{
-		Node: opts.Node, View: view, Flows: flows, Services: services, Ruleset: nftables.Render(services),
+		Node: opts.Node, View: view, Flows: flows, Services: services,
+		Ruleset:   nftables.NewRenderer(nftLayoutOptions(facts.NFTLayout)).Render(services),
 		StateHash: StateHash(flows), Facts: facts, Skipped: skipped,
 	}
 	for _, fe := range view.Skipped {
@@ -199,7 +203,15 @@ func nodeFacts(cn *v1alpha1.ClusterNetwork, hs *v1alpha1.HostSubnet, opts Render
 	case agent != nil && agent.DatapathType != "":
 		f.Datapath, f.DatapathOrigin = model.DatapathType(agent.DatapathType), "status.agent.datapathType"
 	}
+	if agent != nil {
+		f.NFTLayout = agent.NFTLayout
+	}
 	return f
+}
+
+// nftLayoutOptions are the renderer options of the agent's reported nftables layout.
+func nftLayoutOptions(layout string) nftables.Options {
+	return nftables.Options{InlineEndpoints: layout == "InlineEndpoints", EndpointMap: layout == "EndpointMap"}
 }
 
 // localPods turns the Pods scheduled on node that have an IP into the model's local pods: ofports from the

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vxflow/vxflow/api/v1alpha1"
+	"github.com/vxflow/vxflow/internal/render/nftables"
 	"github.com/vxflow/vxflow/internal/render/openflow"
 )
 
@@ -294,5 +296,37 @@ func TestRenderDiffNoChange(t *testing.T) {
 	}
 	if !strings.Contains(out, "# no change on node node3") {
 		t.Errorf("output: %s", out)
+	}
+}
+
+// TestRenderFollowsTheAgentsNFTLayout checks that a node whose agent reports a non-default nftables layout is
+// rendered with it, so trace compares the live table with the table the agent really renders.
+func TestRenderFollowsTheAgentsNFTLayout(t *testing.T) {
+	st, err := LoadManifests([]string{"testdata/seed"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := RenderNode(st, RenderOptions{Node: "node1", Datapath: "netdev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range st.HostSubnets {
+		if st.HostSubnets[i].Name == "node1" {
+			st.HostSubnets[i].Status.Agent = &v1alpha1.HostSubnetAgentStatus{NFTLayout: "InlineEndpoints"}
+		}
+	}
+	inline, err := RenderNode(st, RenderOptions{Node: "node1", Datapath: "netdev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inline.Facts.NFTLayout != "InlineEndpoints" {
+		t.Errorf("facts = %+v, want the agent's InlineEndpoints layout", inline.Facts)
+	}
+	want := nftables.NewRenderer(nftables.Options{InlineEndpoints: true}).Render(inline.Services)
+	if inline.Ruleset.String() != want.String() {
+		t.Errorf("the table differs from the InlineEndpoints rendering")
+	}
+	if inline.Ruleset.String() == plain.Ruleset.String() {
+		t.Errorf("the InlineEndpoints table is the same as the default one; the seed should show the difference")
 	}
 }
