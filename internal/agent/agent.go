@@ -286,16 +286,14 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 	if err := a.reader.List(ctx, &slices); err != nil {
 		return SyncReport{}, nil, fmt.Errorf("failed to list EndpointSlices: %w", err)
 	}
-	slicePtrs := pointers(slices.Items)
-	set, err := a.services.Build(model.ServiceInput{
-		Node: model.ServiceNodeFromView(view), Services: pointers(services.Items), EndpointSlices: slicePtrs,
-	})
+	in := model.NewServiceInput(model.ServiceNodeFromView(view), services.Items, slices.Items)
+	set, err := a.services.Build(in)
 	if err != nil {
 		return a.failed(own, ReasonInvalidConfiguration, err), nil, fmt.Errorf("failed to build the Service model: %w", err)
 	}
 	view.Skipped = append(view.Skipped, set.Skipped...)
 	var triggers []time.Time
-	for _, es := range slicePtrs {
+	for _, es := range in.EndpointSlices {
 		if at, ok := model.LastChangeTriggerTime(es); ok && at.After(a.lastSynced) {
 			triggers = append(triggers, at)
 		}
@@ -368,15 +366,6 @@ func (a *Agent) reportStatus(ctx context.Context, r SyncReport) error {
 		return fmt.Errorf("failed to apply HostSubnet %s status: %w", a.cfg.NodeName, err)
 	}
 	return nil
-}
-
-// pointers returns pointers to a list's items, without copying them.
-func pointers[T any](items []T) []*T {
-	out := make([]*T, len(items))
-	for i := range items {
-		out[i] = &items[i]
-	}
-	return out
 }
 
 func findHostSubnet(items []v1alpha1.HostSubnet, name string) *v1alpha1.HostSubnet {

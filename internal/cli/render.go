@@ -148,11 +148,7 @@ func RenderNode(st *ClusterState, opts RenderOptions) (*NodeState, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to render the flows of node %s: %w", opts.Node, err)
 	}
-	services, err := model.BuildServices(model.ServiceInput{
-		Node:           model.ServiceNodeFromView(view),
-		Services:       pointers(st.Services),
-		EndpointSlices: pointers(st.EndpointSlices),
-	})
+	services, err := model.BuildServices(model.NewServiceInput(model.ServiceNodeFromView(view), st.Services, st.EndpointSlices))
 	if err != nil {
 		return nil, fmt.Errorf("failed to build the Services of node %s: %w", opts.Node, err)
 	}
@@ -294,15 +290,6 @@ func findHostSubnet(all []v1alpha1.HostSubnet, name string) *v1alpha1.HostSubnet
 		}
 	}
 	return nil
-}
-
-// pointers returns pointers to the elements of l, as the model's inputs take them.
-func pointers[T any](l []T) []*T {
-	out := make([]*T, len(l))
-	for i := range l {
-		out[i] = &l[i]
-	}
-	return out
 }
 
 func orNone(s string) string {

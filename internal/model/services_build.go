@@ -25,6 +25,23 @@ type ServiceInput struct {
 	EndpointSlices []*discoveryv1.EndpointSlice
 }
 
+// NewServiceInput builds a ServiceInput from object lists as API clients return them; it points into the
+// lists instead of copying the objects, so a ServiceBuilder can recognise unchanged ones.
+func NewServiceInput(node ServiceNode, services []corev1.Service, slices []discoveryv1.EndpointSlice) ServiceInput {
+	in := ServiceInput{
+		Node:           node,
+		Services:       make([]*corev1.Service, len(services)),
+		EndpointSlices: make([]*discoveryv1.EndpointSlice, len(slices)),
+	}
+	for i := range services {
+		in.Services[i] = &services[i]
+	}
+	for i := range slices {
+		in.EndpointSlices[i] = &slices[i]
+	}
+	return in
+}
+
 // BuildServices validates the Services, their EndpointSlices and the node facts and returns the ServiceSet
 // the nftables renderer consumes.
 //
