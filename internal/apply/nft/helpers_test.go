@@ -11,6 +11,7 @@ import (
 
 	"github.com/vxflow/vxflow/internal/render/nftables"
 	"github.com/vxflow/vxflow/internal/testutil/ovsnode"
+	"github.com/vxflow/vxflow/internal/testutil/textdiff"
 )
 
 // newTestSyncer creates a network namespace and a Syncer programming it; both go away in Cleanup.
@@ -67,7 +68,7 @@ func requireSameTable(t *testing.T, ns string, want *nftables.Ruleset) {
 	got := normalizeListing(listTable(t, ns))
 	exp := normalizeListing(want.String())
 	if got != exp {
-		t.Fatalf("kernel table differs from the rendered one:\n--- rendered\n+++ kernel\n%s", diffLines(exp, got))
+		t.Fatalf("kernel table differs from the rendered one:\n--- rendered\n+++ kernel\n%s", textdiff.Lines(exp, got))
 	}
 }
 
@@ -121,28 +122,4 @@ func normalizeListing(s string) string {
 	flush()
 	slices.Sort(blocks)
 	return strings.Join(blocks, "\n\n") + "\n"
-}
-
-// diffLines lists lines only in a (-) and only in b (+).
-func diffLines(a, b string) string {
-	count := func(s string) map[string]int {
-		m := map[string]int{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l]++
-		}
-		return m
-	}
-	ca, cb := count(a), count(b)
-	var out strings.Builder
-	for _, l := range strings.Split(a, "\n") {
-		if cb[l] == 0 {
-			out.WriteString("- " + l + "\n")
-		}
-	}
-	for _, l := range strings.Split(b, "\n") {
-		if ca[l] == 0 {
-			out.WriteString("+ " + l + "\n")
-		}
-	}
-	return out.String()
 }

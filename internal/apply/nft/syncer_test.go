@@ -13,6 +13,7 @@ import (
 	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/render/nftables"
 	"github.com/vxflow/vxflow/internal/render/nftables/rendertest"
+	"github.com/vxflow/vxflow/internal/testutil/textdiff"
 )
 
 // TestGoldenRulesetsInKernel programs every golden case into a fresh namespace and checks that the kernel
@@ -38,7 +39,7 @@ func TestGoldenRulesetsInKernel(t *testing.T) {
 				t.Errorf("first sync: got %+v, want a full sync with messages", res)
 			}
 			if got, exp := normalizeListing(listTable(t, ns)), normalizeListing(string(golden)); got != exp {
-				t.Fatalf("kernel listing differs from %s:\n%s", rendertest.GoldenPath(c.Name), diffLines(exp, got))
+				t.Fatalf("kernel listing differs from %s:\n%s", rendertest.GoldenPath(c.Name), textdiff.Lines(exp, got))
 			}
 			if res := mustSync(t, s, render()); res.Full || res.Messages != 0 {
 				t.Errorf("second sync of the same state: got %+v, want nothing sent", res)
@@ -193,7 +194,7 @@ func TestFailedSyncChangesNothingAndNextIsFull(t *testing.T) {
 		t.Fatalf("Sync of a ruleset jumping to a missing chain succeeded")
 	}
 	if after := listTable(t, ns); after != before {
-		t.Fatalf("failed transaction changed the table:\n%s", diffLines(before, after))
+		t.Fatalf("failed transaction changed the table:\n%s", textdiff.Lines(before, after))
 	}
 	next := renderSeed(t, []string{"10.128.2.151", "10.128.2.152"}, true)
 	res := mustSync(t, s, next)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vxflow/vxflow/internal/render/nftables/rendertest"
+	"github.com/vxflow/vxflow/internal/testutil/textdiff"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -32,7 +33,7 @@ func TestRenderGolden(t *testing.T) {
 				t.Fatalf("failed to read golden file (run with -update to create it): %v", err)
 			}
 			if got != string(want) {
-				t.Errorf("rendered ruleset differs from %s (run with -update if intended):\n%s", path, lineDiff(string(want), got))
+				t.Errorf("rendered ruleset differs from %s (run with -update if intended):\n%s", path, textdiff.Lines(string(want), got))
 			}
 		})
 	}
@@ -51,32 +52,8 @@ func TestRenderDeterministic(t *testing.T) {
 		}
 	}
 	if b := Render(c.Build(t)).String(); a != b {
-		t.Errorf("rendering depends on input order:\n%s", lineDiff(a, b))
+		t.Errorf("rendering depends on input order:\n%s", textdiff.Lines(a, b))
 	}
-}
-
-// lineDiff lists the lines only in want (-) and only in got (+).
-func lineDiff(want, got string) string {
-	in := func(s string) map[string]int {
-		m := map[string]int{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l]++
-		}
-		return m
-	}
-	w, g := in(want), in(got)
-	var b strings.Builder
-	for _, l := range strings.Split(want, "\n") {
-		if g[l] == 0 {
-			b.WriteString("- " + l + "\n")
-		}
-	}
-	for _, l := range strings.Split(got, "\n") {
-		if w[l] == 0 {
-			b.WriteString("+ " + l + "\n")
-		}
-	}
-	return b.String()
 }
 
 // TestRendererReuse renders twice with one Renderer, changing one Service in between: the result must be
@@ -86,13 +63,13 @@ func TestRendererReuse(t *testing.T) {
 	rr := NewRenderer(Options{})
 	first := rr.Render(set)
 	if got, want := first.String(), Render(set).String(); got != want {
-		t.Fatalf("Renderer and Render differ:\n%s", lineDiff(want, got))
+		t.Fatalf("Renderer and Render differ:\n%s", textdiff.Lines(want, got))
 	}
 	set2 := rendertest.ScaleSet(50, 3)
 	set2.Services[7].Ports[0].Endpoints = set2.Services[7].Ports[0].Endpoints[:2]
 	second := rr.Render(set2)
 	if got, want := second.String(), Render(set2).String(); got != want {
-		t.Fatalf("Renderer and Render differ after a change:\n%s", lineDiff(want, got))
+		t.Fatalf("Renderer and Render differ after a change:\n%s", textdiff.Lines(want, got))
 	}
 	if len(second.Services) != 50 {
 		t.Fatalf("got %d groups, want 50", len(second.Services))
@@ -116,7 +93,7 @@ func TestEndpointMapStableIndexes(t *testing.T) {
 	set := rendertest.ScaleSet(20, 3)
 	first := rr.Render(set)
 	if got, want := first.String(), NewRenderer(Options{EndpointMap: true}).Render(set).String(); got != want {
-		t.Fatalf("Renderer and a fresh Renderer differ:\n%s", lineDiff(want, got))
+		t.Fatalf("Renderer and a fresh Renderer differ:\n%s", textdiff.Lines(want, got))
 	}
 	set2 := rendertest.ScaleSet(20, 3)
 	set2.Services[5].Ports[0].Endpoints[1].Addr = netip.MustParseAddr("10.131.255.254")

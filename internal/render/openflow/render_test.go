@@ -16,6 +16,7 @@ import (
 
 	"github.com/vxflow/vxflow/api/v1alpha1"
 	"github.com/vxflow/vxflow/internal/model"
+	"github.com/vxflow/vxflow/internal/testutil/textdiff"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the rendered flows")
@@ -127,27 +128,10 @@ func TestRenderGolden(t *testing.T) {
 				t.Fatalf("failed to read %s (run with -update to create it): %v", path, err)
 			}
 			if got != string(want) {
-				t.Errorf("Render() differs from %s (run with -update after checking):\n%s", path, lineDiff(string(want), got))
+				t.Errorf("Render() differs from %s (run with -update after checking):\n%s", path, textdiff.Lines(string(want), got))
 			}
 		})
 	}
-}
-
-// lineDiff lists the lines only in want (-) and only in got (+).
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	for _, l := range w {
-		if !slices.Contains(g, l) {
-			fmt.Fprintf(&b, "- %s\n", l)
-		}
-	}
-	for _, l := range g {
-		if !slices.Contains(w, l) {
-			fmt.Fprintf(&b, "+ %s\n", l)
-		}
-	}
-	return b.String()
 }
 
 // flowDiff returns the flows only in a and only in b, compared by Key, Cookie and Actions (what the applier
