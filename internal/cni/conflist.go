@@ -78,7 +78,7 @@ func WriteConfList(dir string, opts ConfListOptions) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("failed to create the CNI configuration directory %s: %w", dir, err)
 	}
-	if err := writeFileAtomic(dir, ConfListFile, b, 0o644); err != nil {
+	if err := writeFileAtomic(dir, ConfListFile, b, 0o644, true); err != nil {
 		return "", fmt.Errorf("failed to write %s: %w", path, err)
 	}
 	return path, nil

@@ -108,6 +108,9 @@ func NewServer(cfg ServerConfig, network PodNetwork, ports Ports) (*Server, erro
 		metrics: newMetrics(),
 		ofports: map[attKey]int{},
 	}
+	for _, path := range st.setAside {
+		s.log.Info("Set aside an empty attachment record", "path", path, "reason", "LostInNodeCrash")
+	}
 	if cfg.Registerer != nil {
 		if err := s.metrics.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("failed to register the CNI metrics: %w", err)

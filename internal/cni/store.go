@@ -39,8 +39,10 @@ func (a Attachment) key() attKey { return attKey{a.ContainerID, a.IfName} }
 // ErrPoolExhausted says the node's subnet has no free address.
 var ErrPoolExhausted = errors.New("no free address in the node subnet")
 
-// store keeps the attachments in memory and on disk (dir/<ip>.json, written to a temporary file, synced and
-// renamed, so a crash leaves either the old or the new record). Addresses are chosen next-fit from the last
+// store keeps the attachments in memory and on disk (dir/<ip>.json, written to a temporary file and renamed,
+// so an agent that dies mid-write leaves either the old or the new record). Records are not fsynced: they must
+// survive agent restarts, which the page cache guarantees, while a node crash ends every pod they describe (an
+// fsync cost up to 18 ms of each ADD under load, docs/performance.md). Addresses are chosen next-fit from the last
 // one given out, as host-local does, so a released address is reused as late as possible.
 type store struct {
 	dir string
@@ -49,6 +51,9 @@ type store struct {
 	byKey map[attKey]Attachment
 	byIP  map[netip.Addr]attKey
 	last  netip.Addr
+
+	// setAside are the empty records openStore renamed to .lost-<name>, for the server to log.
+	setAside []string
 }
 
 // openStore creates dir if needed (0700) and loads its records; leftover temporary files are removed.
@@ -71,12 +76,20 @@ func openStore(dir string) (*store, error) {
 			}
 			continue
 		}
-		if !strings.HasSuffix(name, ".json") {
+		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
 			continue
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("failed to read %s: %w", path, err)
+		}
+		if len(b) == 0 {
+			// What a node crash leaves of a record written just before it: its pod died with the node.
+			if err := os.Rename(path, filepath.Join(dir, ".lost-"+name)); err != nil {
+				return nil, fmt.Errorf("failed to set aside the empty record %s: %w", path, err)
+			}
+			s.setAside = append(s.setAside, path)
+			continue
 		}
 		var a Attachment
 		if err := json.Unmarshal(b, &a); err != nil || !a.IP.IsValid() || a.ContainerID == "" ||
@@ -221,20 +234,21 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// write stores a's record atomically: temporary file, fsync, rename, fsync of the directory.
+// write stores a's record atomically: temporary file, rename (no fsync, see store).
 func (s *store) write(a Attachment) error {
 	b, err := json.MarshalIndent(a, "", "  ")
 	if err != nil {
 		return fmt.Errorf("failed to encode the record of %s: %w", a.IP, err)
 	}
-	if err := writeFileAtomic(s.dir, a.IP.String()+".json", append(b, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(s.dir, a.IP.String()+".json", append(b, '\n'), 0o600, false); err != nil {
 		return fmt.Errorf("failed to persist the allocation of %s: %w", a.IP, err)
 	}
 	return nil
 }
 
-// writeFileAtomic replaces dir/name with data so that readers and crashes see the old or the new content.
-func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
+// writeFileAtomic replaces dir/name with data so that readers see the old or the new content; durable adds the
+// fsyncs (file and directory) that extend this to a crash of the node.
+func writeFileAtomic(dir, name string, data []byte, perm os.FileMode, durable bool) error {
 	f, err := os.CreateTemp(dir, ".tmp-"+name+"-")
 	if err != nil {
 		return err
@@ -253,8 +267,10 @@ func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
@@ -263,6 +279,9 @@ func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	ok = true
+	if !durable {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -114,6 +115,33 @@ func TestStoreRefusesCorruptRecords(t *testing.T) {
 				t.Errorf("openStore accepted %s: %s", name, content)
 			}
 		})
+	}
+}
+
+// TestStoreSetsAsideEmptyRecords is a unit test: an empty record, what a node crash leaves of a record
+// written without fsync just before it, is renamed away and its address is free again.
+func TestStoreSetsAsideEmptyRecords(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "10.128.0.2.json"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openStore(dir)
+	if err != nil {
+		t.Fatalf("openStore refused an empty record: %v", err)
+	}
+	if want := []string{filepath.Join(dir, "10.128.0.2.json")}; !slices.Equal(s.setAside, want) {
+		t.Errorf("setAside = %v, want %v", s.setAside, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".lost-10.128.0.2.json")); err != nil {
+		t.Errorf("the empty record was not renamed: %v", err)
+	}
+	a, err := s.allocate(netip.MustParsePrefix("10.128.0.0/24"), netip.MustParseAddr("10.128.0.1"),
+		Attachment{ContainerID: "c", IfName: "eth0"})
+	if err != nil || a.IP != netip.MustParseAddr("10.128.0.2") {
+		t.Errorf("allocate = %v, %v; want 10.128.0.2 (free again)", a.IP, err)
+	}
+	if _, err := openStore(dir); err != nil {
+		t.Errorf("openStore failed on the set-aside record at the next start: %v", err)
 	}
 }
 
