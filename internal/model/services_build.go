@@ -64,6 +64,13 @@ func BuildServices(in ServiceInput) (*ServiceSet, error) {
 type ServiceBuilder struct {
 	node  ServiceNode
 	cache map[string]*builtService
+
+	// incremental is true while cache, sorted and withSkips are Update's; Build leaves them stale.
+	incremental bool
+	// sorted are the proxied Services in set order, maintained by Update.
+	sorted []Service
+	// withSkips are the keys of the cached Services that left something out, maintained by Update.
+	withSkips map[string]bool
 }
 
 // builtService is one Service's result and the objects it was built from.
@@ -81,9 +88,10 @@ func (b *ServiceBuilder) Build(in ServiceInput) (*ServiceSet, error) {
 	if len(errs) > 0 {
 		return nil, &InvalidInputError{Errors: errs}
 	}
-	if b.cache == nil || !b.node.Equal(&node) {
+	if b.cache == nil || !b.node.Equal(&node) || b.incremental {
 		b.cache, b.node = make(map[string]*builtService), node
 	}
+	b.incremental, b.sorted, b.withSkips = false, nil, nil
 	set := &ServiceSet{Node: node, Services: make([]Service, 0, len(in.Services))}
 	slicesBySvc := groupSlices(in.EndpointSlices)
 	next := make(map[string]*builtService, len(in.Services))
