@@ -26,6 +26,7 @@ type Fake struct {
 	ports       map[string]PodPort
 	flows       map[string]openflow.Flow
 	lastCount   int
+	last        []openflow.Flow // what the last successful sync left, for SyncChanges
 	failNext    error
 	syncResults []SyncResult
 }
@@ -98,7 +99,13 @@ func (f *Fake) Bridge() *BridgeSpec {
 }
 
 // EnsurePodPort is part of Interface.
-func (f *Fake) EnsurePodPort(_ context.Context, name string, externalIDs map[string]string) (int, error) {
+func (f *Fake) EnsurePodPort(ctx context.Context, name string, externalIDs map[string]string) (int, error) {
+	return f.EnsurePodPortAt(ctx, name, externalIDs, 0)
+}
+
+// EnsurePodPortAt is part of Interface: like ovs-vswitchd, the Fake grants a requested ofport to a new port
+// when no other port has it, and picks the lowest free one otherwise.
+func (f *Fake) EnsurePodPortAt(_ context.Context, name string, externalIDs map[string]string, request int) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.bridge == nil {
@@ -106,6 +113,9 @@ func (f *Fake) EnsurePodPort(_ context.Context, name string, externalIDs map[str
 	}
 	if name == "" || name == DefaultBridge || name == VXLANPort || name == TunPort {
 		return 0, fmt.Errorf("failed to ensure pod port %q: reserved or empty name", name)
+	}
+	if request != 0 && (request <= TunOfport || request > MaxOfport) {
+		return 0, fmt.Errorf("failed to ensure pod port %s: ofport %d is outside the pod range %d-%d", name, request, TunOfport+1, MaxOfport)
 	}
 	ids := maps.Clone(externalIDs)
 	if ids == nil {
@@ -120,12 +130,27 @@ func (f *Fake) EnsurePodPort(_ context.Context, name string, externalIDs map[str
 	for _, p := range f.ports {
 		used[p.Ofport] = true
 	}
-	ofport := TunOfport + 1
-	for used[ofport] {
-		ofport++
+	ofport := request
+	if ofport == 0 || used[ofport] {
+		ofport = TunOfport + 1
+		for used[ofport] {
+			ofport++
+		}
 	}
 	f.ports[name] = PodPort{Name: name, Ofport: ofport, ExternalIDs: ids}
 	return ofport, nil
+}
+
+// OfportFree is part of Interface.
+func (f *Fake) OfportFree(_ context.Context, name string, ofport int) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for n, p := range f.ports {
+		if n != name && p.Ofport == ofport {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // DeletePort is part of Interface.
@@ -172,10 +197,21 @@ func (f *Fake) SetBridgeExternalIDs(_ context.Context, ids map[string]string) er
 
 // Sync is part of Interface.
 func (f *Fake) Sync(_ context.Context, desired []openflow.Flow) (SyncResult, error) {
+	return f.sync(desired, false)
+}
+
+// SyncChanges is part of Interface: like the real applier it trusts its memory of the last sync, so a flow
+// changed behind its back stays changed until the next Sync.
+func (f *Fake) SyncChanges(_ context.Context, desired []openflow.Flow) (SyncResult, error) {
+	return f.sync(desired, true)
+}
+
+func (f *Fake) sync(desired []openflow.Flow, fromMemory bool) (SyncResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failNext; err != nil {
 		f.failNext = nil
+		f.last = nil
 		return SyncResult{}, err
 	}
 	if f.bridge == nil {
@@ -186,7 +222,11 @@ func (f *Fake) Sync(_ context.Context, desired []openflow.Flow) (SyncResult, err
 			return SyncResult{}, fmt.Errorf("failed to validate the desired flows: %w", err)
 		}
 	}
-	d, err := diffFlows(desired, f.dumpLocked())
+	actual, dumped := f.last, false
+	if !fromMemory || actual == nil {
+		actual, dumped = f.dumpLocked(), true
+	}
+	d, err := diffFlows(desired, actual)
 	if err != nil {
 		return SyncResult{}, fmt.Errorf("failed to diff the flows of %s: %w", DefaultBridge, err)
 	}
@@ -194,12 +234,13 @@ func (f *Fake) Sync(_ context.Context, desired []openflow.Flow) (SyncResult, err
 	// What the switch would reject rejects the whole bundle.
 	for _, fl := range upserts {
 		if err := checkGotoTables(fl); err != nil {
+			f.last = nil
 			return SyncResult{}, fmt.Errorf("failed to apply a bundle of %d flow-mods to %s (nothing applied): %w",
 				len(d.adds)+len(d.mods)+len(d.deletes), DefaultBridge, err)
 		}
 	}
 	res := SyncResult{Added: len(d.adds), Modified: len(d.mods), Deleted: len(d.deletes), Total: len(desired),
-		Reset: len(f.flows) == 0 && f.lastCount > 0}
+		Reset: dumped && len(f.flows) == 0 && f.lastCount > 0}
 	for _, fl := range d.deletes {
 		delete(f.flows, fl.Key())
 	}
@@ -207,6 +248,7 @@ func (f *Fake) Sync(_ context.Context, desired []openflow.Flow) (SyncResult, err
 		f.flows[fl.Key()] = fl
 	}
 	f.lastCount = len(desired)
+	f.last = slices.Clone(desired)
 	f.syncResults = append(f.syncResults, res)
 	return res, nil
 }

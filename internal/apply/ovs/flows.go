@@ -56,9 +56,12 @@ type FlowApplier struct {
 	bridge string
 	of     *ofctl
 
-	mu sync.Mutex // serialises Syncs and protects lastCount
+	mu sync.Mutex // serialises Syncs and protects lastCount and last
 	// lastCount is the number of flows the last successful Sync left on the bridge; -1 before the first.
 	lastCount int
+	// last is what the last successful Sync or SyncChanges left on the bridge, for SyncChanges to diff
+	// against; nil before the first Sync and after a failure.
+	last []openflow.Flow
 }
 
 // NewFlowApplier returns the applier of bridge's flows. runDir is ovs-vswitchd's run directory holding
@@ -73,6 +76,17 @@ func newFlowApplier(bridge string, of *ofctl) *FlowApplier {
 
 // Sync is part of Interface.
 func (a *FlowApplier) Sync(ctx context.Context, desired []openflow.Flow) (SyncResult, error) {
+	return a.sync(ctx, desired, false)
+}
+
+// SyncChanges is part of Interface.
+func (a *FlowApplier) SyncChanges(ctx context.Context, desired []openflow.Flow) (SyncResult, error) {
+	return a.sync(ctx, desired, true)
+}
+
+// sync diffs desired against a dump of the bridge, or against what the last sync left when fromMemory is set
+// and there is such a memory, and applies the difference in one bundle.
+func (a *FlowApplier) sync(ctx context.Context, desired []openflow.Flow, fromMemory bool) (SyncResult, error) {
 	start := time.Now()
 	logger := klog.FromContext(ctx).WithValues("bridge", a.bridge)
 	for _, f := range desired {
@@ -83,9 +97,13 @@ func (a *FlowApplier) Sync(ctx context.Context, desired []openflow.Flow) (SyncRe
 	a.mu.Lock()
 	defer a.mu.Unlock()
 
-	actual, err := a.of.dumpFlows(ctx)
-	if err != nil {
-		return SyncResult{}, fmt.Errorf("failed to dump the flows of %s: %w", a.bridge, err)
+	actual, dumped := a.last, false
+	if !fromMemory || actual == nil {
+		var err error
+		if actual, err = a.of.dumpFlows(ctx); err != nil {
+			return SyncResult{}, fmt.Errorf("failed to dump the flows of %s: %w", a.bridge, err)
+		}
+		dumped = true
 	}
 	d, err := diffFlows(desired, actual)
 	if err != nil {
@@ -96,7 +114,7 @@ func (a *FlowApplier) Sync(ctx context.Context, desired []openflow.Flow) (SyncRe
 		Modified: len(d.mods),
 		Deleted:  len(d.deletes),
 		Total:    len(desired),
-		Reset:    len(actual) == 0 && a.lastCount > 0,
+		Reset:    dumped && len(actual) == 0 && a.lastCount > 0,
 	}
 	if res.Reset {
 		logger.Info("Found no flows on the bridge, reprogramming it", "reason", "ovs-vswitchd restarted or the bridge was flushed",
@@ -113,12 +131,14 @@ func (a *FlowApplier) Sync(ctx context.Context, desired []openflow.Flow) (SyncRe
 			}
 		}
 		if err := a.of.bundle(ctx, d.deletes, upserts); err != nil {
-			// Nothing was applied, but the next Sync dumps again, so no cached state can be stale.
+			// Nothing was applied; the memory is dropped anyway, so that the next sync of any kind dumps.
+			a.last = nil
 			return SyncResult{}, fmt.Errorf("failed to apply a bundle of %d flow-mods to %s (nothing applied): %w",
 				res.FlowMods(), a.bridge, err)
 		}
 	}
 	a.lastCount = len(desired)
+	a.last = slices.Clone(desired)
 	res.Duration = time.Since(start)
 	logger.V(2).Info("Synced flows", "added", res.Added, "modified", res.Modified, "deleted", res.Deleted,
 		"total", res.Total, "duration", res.Duration)

@@ -19,6 +19,8 @@ const (
 	TunPort = "tun0"
 	// TunOfport is the OpenFlow port number requested for TunPort.
 	TunOfport = 2
+	// MaxOfport is the highest OpenFlow port number an interface may ask for (ofport_request).
+	MaxOfport = 65279
 	// DefaultVXLANDstPort is the IANA VXLAN port, used when BridgeSpec.VXLANDstPort is zero.
 	DefaultVXLANDstPort = 4789
 )
@@ -98,6 +100,12 @@ type Interface interface {
 	// existing port) and waits until ovs-vswitchd has assigned its ofport, which it returns. Calling it again
 	// returns the same ofport and changes nothing.
 	EnsurePodPort(ctx context.Context, name string, externalIDs map[string]string) (int, error)
+	// EnsurePodPortAt is EnsurePodPort asking ovs-vswitchd for ofport (ofport_request; 0 asks for nothing), so
+	// that the pod's flows can be written before the port exists. ovs-vswitchd assigns another number when
+	// that one is taken: callers compare the ofport returned with the one they asked for.
+	EnsurePodPortAt(ctx context.Context, name string, externalIDs map[string]string, ofport int) (int, error)
+	// OfportFree reports whether no interface of the switch other than name has or asks for ofport.
+	OfportFree(ctx context.Context, name string, ofport int) (bool, error)
 	// DeletePort removes the port from the SDN bridge; a missing port is not an error.
 	DeletePort(ctx context.Context, name string) error
 	// ListPodPorts returns the pod ports of the SDN bridge sorted by name; an empty list when there are none.
@@ -111,6 +119,10 @@ type Interface interface {
 	// and actions, and sends only the difference in one atomic bundle (nothing when there is none). On error
 	// the bridge is unchanged.
 	Sync(ctx context.Context, desired []openflow.Flow) (SyncResult, error)
+	// SyncChanges is Sync diffing against what the last Sync or SyncChanges left instead of a dump, so that
+	// a pod's flows cost one bundle and no dump; drift is the next Sync's to find. Without such a memory (the
+	// first sync, or after a failure) it is a Sync.
+	SyncChanges(ctx context.Context, desired []openflow.Flow) (SyncResult, error)
 	// Dump returns the bridge's flows in dump order; an empty list when it has none.
 	Dump(ctx context.Context) ([]openflow.Flow, error)
 	// Drifted reports, cheaply, whether the bridge's flow count differs from what the last Sync left (an

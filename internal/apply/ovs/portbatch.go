@@ -27,6 +27,7 @@ type portOp struct {
 	ctx    context.Context
 	name   string
 	ids    map[string]string // the interface's external_ids (EnsurePodPort)
+	ofport int               // the ofport_request of a port created (EnsurePodPortAt), 0 for none
 	delete bool              // DeletePort
 
 	err  error         // the outcome, set before done is closed
@@ -139,7 +140,11 @@ func (s *Switch) planPortOps(snap *snapshot, ops []*portOp) ([]ovsdb.Operation, 
 		case br == nil:
 			return nil, nil, fmt.Errorf("bridge %s does not exist (EnsureBridge first)", s.bridge)
 		default:
-			specs = append(specs, portSpec{name: op.name, externalIDs: op.ids})
+			ps := portSpec{name: op.name, externalIDs: op.ids}
+			if op.ofport != 0 {
+				ps.ofportRequest = ptr(op.ofport)
+			}
+			specs = append(specs, ps)
 		}
 	}
 	var out []ovsdb.Operation

@@ -253,17 +253,25 @@ func (s *Switch) EnsureUnderlayBridge(ctx context.Context, spec UnderlaySpec) ([
 // EnsurePodPort is part of Interface. Concurrent calls share one OVSDB transaction (see portbatch.go), so a
 // burst of CNI ADDs is one reconfiguration of ovs-vswitchd rather than one per pod.
 func (s *Switch) EnsurePodPort(ctx context.Context, name string, externalIDs map[string]string) (int, error) {
+	return s.EnsurePodPortAt(ctx, name, externalIDs, 0)
+}
+
+// EnsurePodPortAt is part of Interface.
+func (s *Switch) EnsurePodPortAt(ctx context.Context, name string, externalIDs map[string]string, ofport int) (int, error) {
 	if name == "" || name == s.bridge || name == VXLANPort || name == TunPort {
 		return 0, fmt.Errorf("failed to ensure pod port %q: reserved or empty name", name)
+	}
+	if ofport != 0 && (ofport <= TunOfport || ofport > MaxOfport) {
+		return 0, fmt.Errorf("failed to ensure pod port %s: ofport %d is outside the pod range %d-%d", name, ofport, TunOfport+1, MaxOfport)
 	}
 	ids := maps.Clone(externalIDs)
 	if ids == nil {
 		ids = map[string]string{}
 	}
-	if err := s.submitPortOp(&portOp{ctx: ctx, name: name, ids: ids}); err != nil {
+	if err := s.submitPortOp(&portOp{ctx: ctx, name: name, ids: ids, ofport: ofport}); err != nil {
 		return 0, fmt.Errorf("failed to ensure pod port %s: %w", name, err)
 	}
-	ofport := 0
+	assigned := 0
 	if err := s.waitCache(ctx, func(snap *snapshot) (bool, error) {
 		iface := snap.ifaceOnBridge(s.bridge, name)
 		switch {
@@ -272,12 +280,29 @@ func (s *Switch) EnsurePodPort(ctx context.Context, name string, externalIDs map
 		case *iface.Ofport < 0:
 			return false, fmt.Errorf("ovs-vswitchd could not add interface %s: %s", name, deref(iface.Error))
 		}
-		ofport = *iface.Ofport
+		assigned = *iface.Ofport
 		return true, nil
 	}); err != nil {
 		return 0, fmt.Errorf("failed to get the ofport of pod port %s: %w", name, err)
 	}
-	return ofport, nil
+	return assigned, nil
+}
+
+// OfportFree is part of Interface.
+func (s *Switch) OfportFree(ctx context.Context, name string, ofport int) (bool, error) {
+	snap, err := s.snapshot(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, iface := range snap.ifaces {
+		if iface.Name == name {
+			continue
+		}
+		if (iface.Ofport != nil && *iface.Ofport == ofport) || (iface.OfportRequest != nil && *iface.OfportRequest == ofport) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // DeletePort is part of Interface. Like EnsurePodPort, concurrent calls share one OVSDB transaction. It
@@ -600,7 +625,8 @@ func (s *Switch) planPorts(snap *snapshot, br *ovsdbmodel.Bridge, specs []portSp
 			fields = append(fields, &upd.Options)
 			changes = append(changes, fmt.Sprintf("set interface %s options=%v", ps.name, ps.options))
 		}
-		if !samePtr(iface.OfportRequest, ps.ofportRequest) {
+		// A pod port asks for no ofport after it exists: clearing or changing the request would renumber it.
+		if ps.ofportRequest != nil && !samePtr(iface.OfportRequest, ps.ofportRequest) {
 			fields = append(fields, &upd.OfportRequest)
 			changes = append(changes, fmt.Sprintf("set interface %s ofport_request=%s", ps.name, ptrString(ps.ofportRequest)))
 		}
