@@ -171,7 +171,8 @@ func (a *testAgent) sync(ctx context.Context, gen int) (*model.NodeView, error) 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.sw.Sync(ctx, fs); err != nil {
+	// As the agent's pod path does: diff against the last sync, no dump (its periodic full sync finds drift).
+	if _, err := a.sw.SyncChanges(ctx, fs); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()

@@ -150,9 +150,9 @@ type timedPorts struct {
 	t *stepTimes
 }
 
-func (p timedPorts) EnsurePodPort(ctx context.Context, name string, ids map[string]string) (int, error) {
+func (p timedPorts) EnsurePodPortAt(ctx context.Context, name string, ids map[string]string, ofport int) (int, error) {
 	defer p.t.add(&p.t.port, time.Now())
-	return p.Ports.EnsurePodPort(ctx, name, ids)
+	return p.Ports.EnsurePodPortAt(ctx, name, ids, ofport)
 }
 
 type timedNetwork struct {

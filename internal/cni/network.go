@@ -89,6 +89,10 @@ func (c NodeNetConfig) validate() error {
 type Ports interface {
 	// EnsurePodPort adds the interface to br0 with externalIDs (or updates them) and returns its ofport.
 	EnsurePodPort(ctx context.Context, name string, externalIDs map[string]string) (int, error)
+	// EnsurePodPortAt is EnsurePodPort asking for an ofport (0: none); the number returned may differ.
+	EnsurePodPortAt(ctx context.Context, name string, externalIDs map[string]string, ofport int) (int, error)
+	// OfportFree reports whether no port other than name has or asks for ofport.
+	OfportFree(ctx context.Context, name string, ofport int) (bool, error)
 	// DeletePort removes the port; a missing port is not an error.
 	DeletePort(ctx context.Context, name string) error
 	// ListPodPorts returns the pod ports of br0.

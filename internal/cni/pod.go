@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/vxflow/vxflow/internal/apply/link"
+	"github.com/vxflow/vxflow/internal/apply/ovs"
 	"github.com/vxflow/vxflow/internal/cni/wire"
 	"github.com/vxflow/vxflow/internal/model"
 )
@@ -85,7 +86,7 @@ func (s *Server) add(ctx context.Context, req *wire.Request, conf *wire.NetConf)
 		s.metrics.allocated.Inc()
 	}
 	tm.mark("address")
-	result, err := s.attach(ctx, nc, att, conf, tm)
+	result, err := s.attach(ctx, nc, att, conf, tm, !exists)
 	if err != nil {
 		if !exists {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
@@ -120,21 +121,68 @@ func (t *timings) mark(name string) {
 // String renders the steps as "lock=10µs address=1.2ms ...".
 func (t *timings) String() string { return strings.Join(t.steps, " ") }
 
+// PodOfport is the OpenFlow port a new pod port asks for: the address's offset in the node subnet plus one
+// (the pod at .2 of a /23 gets 3, the first pod port), or 0 when that is past the highest requestable number.
+func PodOfport(subnet netip.Prefix, ip netip.Addr) int {
+	if !subnet.Contains(ip) || !ip.Is4() {
+		return 0
+	}
+	a, n := ip.As4(), subnet.Masked().Addr().As4()
+	offset := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])) -
+		(uint32(n[0])<<24 | uint32(n[1])<<16 | uint32(n[2])<<8 | uint32(n[3]))
+	if offset < 2 || offset+1 > ovs.MaxOfport {
+		return 0
+	}
+	return int(offset) + 1
+}
+
 // attach makes the veth, the OVS port and the flows of an allocated attachment and builds the CNI result.
-func (s *Server) attach(ctx context.Context, nc NodeNetConfig, att Attachment, conf *wire.NetConf, tm *timings) (types.Result, error) {
+// A fresh attachment asks for PodOfport's number; when no other port has it, the pod's flows are programmed
+// while the veth and the port are made instead of after them (flows for a port that does not exist yet match
+// nothing), and programmed again only if ovs-vswitchd gave the port another number.
+func (s *Server) attach(ctx context.Context, nc NodeNetConfig, att Attachment, conf *wire.NetConf, tm *timings, fresh bool) (types.Result, error) {
+	want := 0
+	if fresh {
+		want = PodOfport(nc.Subnet, att.IP)
+	}
+	var early chan error
+	if want != 0 {
+		if free, err := s.ports.OfportFree(ctx, att.HostIfName, want); err == nil && free {
+			early = make(chan error, 1)
+			go func() { early <- s.network.PodAttached(ctx, localPod(att, want)) }()
+		}
+	}
+	// The early flows are waited for on every return, so that a rollback's PodDetached comes after them.
+	earlyErr := func() (done bool, err error) {
+		if early == nil {
+			return false, nil
+		}
+		err, early = <-early, nil
+		return true, err
+	}
 	spec := s.vethSpec(nc, att)
 	veth, err := link.SetupPodVeth(spec)
 	if err != nil {
+		_, _ = earlyErr()
 		return nil, &cniError{code: wire.CodeSetupFailed, msg: "failed to set up the pod's interface", err: err}
 	}
 	tm.mark("veth")
-	ofport, err := s.ports.EnsurePodPort(ctx, att.HostIfName, externalIDs(att))
+	ofport, err := s.ports.EnsurePodPortAt(ctx, att.HostIfName, externalIDs(att), want)
 	if err != nil {
+		_, _ = earlyErr()
 		return nil, &cniError{code: wire.CodeSetupFailed, msg: fmt.Sprintf("failed to add port %s to br0", att.HostIfName), err: err}
 	}
 	tm.mark("port")
 	s.setOFPort(att.key(), ofport)
-	if err := s.network.PodAttached(ctx, localPod(att, ofport)); err != nil {
+	done, err := earlyErr()
+	if !done || err != nil || ofport != want {
+		if done && err == nil {
+			s.log.Info("Reprogramming a pod's flows", "container", att.ContainerID, "requested", want, "ofport", ofport,
+				"reason", "OfportTaken")
+		}
+		err = s.network.PodAttached(ctx, localPod(att, ofport))
+	}
+	if err != nil {
 		return nil, &cniError{code: wire.CodeSetupFailed, msg: "failed to program the pod's flows", err: err}
 	}
 	tm.mark("flows")
