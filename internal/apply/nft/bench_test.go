@@ -69,7 +69,7 @@ func benchOneEndpoint(b *testing.B, n, eps int, opts nftables.Options) {
 	set := rendertest.ScaleSet(n, eps)
 	s, done := benchNetNS(b, "vxbench-"+itoa(os.Getpid())+"-p")
 	defer done()
-	if _, err := s.Sync(context.Background(), nftables.NewRenderer(opts).Render(set)); err != nil {
+	if _, err := s.Sync(context.Background(), nftables.NewRenderer(opts).RenderGrouped(set)); err != nil {
 		b.Fatal(err)
 	}
 	p := &set.Services[n/2].Ports[0]
@@ -80,9 +80,9 @@ func benchOneEndpoint(b *testing.B, n, eps int, opts nftables.Options) {
 	rr := nftables.NewRenderer(opts)
 	var states [2]*nftables.Ruleset
 	p.Endpoints = moved
-	states[0] = rr.Render(set)
+	states[0] = rr.RenderGrouped(set)
 	p.Endpoints = orig
-	states[1] = rr.Render(set)
+	states[1] = rr.RenderGrouped(set)
 	var kernel time.Duration
 	for i := 0; b.Loop(); i++ {
 		res, err := s.Sync(context.Background(), states[i%2])

@@ -482,7 +482,7 @@ func TestPacketsEndpointMapChanges(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	rr := nftables.NewRenderer(nftables.Options{EndpointMap: true})
-	mustSync(t, s, rr.Render(set))
+	mustSync(t, s, rr.RenderGrouped(set))
 	port := func(name string) *model.ServicePort {
 		for i := range set.Services {
 			if set.Services[i].Name == name {
@@ -499,11 +499,11 @@ func TestPacketsEndpointMapChanges(t *testing.T) {
 	hp := port("hairpin")
 	hp.Endpoints = slices.Clone(hp.Endpoints)
 	hp.Endpoints[0].Addr, hp.Endpoints[0].NodeName = netip.MustParseAddr(podBIP), "node2"
-	res := mustSync(t, s, rr.Render(set))
+	res := mustSync(t, s, rr.RenderGrouped(set))
 	if res.Full || res.RulesWritten != 0 || res.ChainsWritten != 0 || res.ElementsAdded != 1 || res.ElementsDeleted != 1 {
 		t.Fatalf("endpoint replaced: got %+v, want a partial sync of one element deleted and one added, no rule", res)
 	}
-	requireSameTable(t, tp.node, rr.Render(set))
+	requireSameTable(t, tp.node, rr.RenderGrouped(set))
 	for range 10 {
 		if r := mustDial(t, tp.podA, "tcp4", "172.30.0.14:80"); r.server != "pod-b" {
 			t.Fatalf("after replacing the endpoint: got %+v, want pod-b", r)
@@ -512,7 +512,7 @@ func TestPacketsEndpointMapChanges(t *testing.T) {
 
 	both := port("both")
 	both.Endpoints = both.Endpoints[:1]
-	res = mustSync(t, s, rr.Render(set))
+	res = mustSync(t, s, rr.RenderGrouped(set))
 	if res.Full || res.RulesWritten == 0 || res.ChainsWritten != 1 {
 		t.Fatalf("endpoint count changed: got %+v, want the one policy chain rewritten", res)
 	}

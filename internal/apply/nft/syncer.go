@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,20 +104,24 @@ type Syncer struct {
 	lastDesired *nftables.Ruleset
 }
 
-// kernelState is what the table holds: desired chains by name and sets with their elements.
+// kernelState is what the table holds: the desired fixed chains by name, the fixed sets with their
+// elements, and the Service groups of a grouped Ruleset.
 type kernelState struct {
 	// fixed are the chains outside any Service group, by name.
 	fixed map[string]*nftables.Chain
-	// groups are the Services' chains and sets, by Service; a group the renderer reused is the same
-	// pointer, which is how a partial sync skips unchanged Services without comparing their rules.
-	groups map[string]*nftables.ServiceRules
-	// sets are the sets outside any group, with their elements.
+	// sets are the sets outside any group, with their elements outside any group.
 	sets map[string]*programmedSet
+	// grouped is true for a grouped Ruleset; services are then its groups, sorted by Key. A group the
+	// renderer reused is the same pointer, which is how a partial sync skips unchanged Services without
+	// comparing their rules or elements.
+	grouped  bool
+	services []*nftables.ServiceRules
+	// fixedChains and fixedSets are the slices fixed and sets were built from: a next ruleset with the
+	// same slices has the same fixed part, which a partial sync then skips.
+	fixedChains []*nftables.Chain
+	fixedSets   []*nftables.Set
 	// objects is the number of chains and sets, compared with the table's use count to notice deletions.
 	objects uint32
-	// byGroup is true when the endpoint maps' elements are tracked through the Service groups (a rendered
-	// Ruleset) rather than in sets (a hand-built one).
-	byGroup bool
 }
 
 // programmedSet is one set and its elements' data (verdicts or endpoints) by key.
@@ -319,15 +324,12 @@ func (s *Syncer) driftReason(gen *gnft.Gen) string {
 // chains are flushed and refilled rather than deleted, so packets see the old or the new ruleset and
 // never an empty one, and affinity sets whose definition is unchanged keep their entries.
 func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.Time) (*kernelState, error) {
-	next := newKernelState(desired)
-	wantChains := make(map[string]*nftables.Chain, len(desired.Chains))
-	for _, c := range desired.Chains {
-		wantChains[c.Name] = c
-	}
-	wantSets := make(map[string]*nftables.Set, len(desired.Sets))
-	for _, st := range desired.Sets {
-		wantSets[st.Name] = st
-	}
+	next := newKernelState(desired, nil)
+	nsets, nchains, _, _ := desired.Counts()
+	wantChains := make(map[string]*nftables.Chain, nchains)
+	eachChain(desired, func(c *nftables.Chain) { wantChains[c.Name] = c })
+	wantSets := make(map[string]*nftables.Set, nsets)
+	eachSet(desired, func(st *nftables.Set) { wantSets[st.Name] = st })
 	existingChains := map[string]*gnft.Chain{}
 	existingSets := map[string]*gnft.Set{}
 	if t, err := s.conn.ListTableOfFamily(s.table.Name, gnft.TableFamilyIPv4); err == nil && t != nil {
@@ -381,24 +383,37 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 			tx.delSet(name)
 		}
 	}
-	for _, st := range desired.Sets {
+	eachSet(desired, func(st *nftables.Set) {
 		_, exists := existingSets[st.Name]
 		if !exists || (!keptDynamic[st.Name] && !matchesKernelSet(existingSets[st.Name], st)) {
 			tx.addSet(st)
 		}
-	}
-	for _, c := range desired.Chains {
+	})
+	eachChain(desired, func(c *nftables.Chain) {
 		if ec, ok := existingChains[c.Name]; !ok || !sameHook(ec, c) {
 			tx.addChain(c)
 		}
+	})
+	// The groups' elements go with their sets' own, in one list per set.
+	groupElems := map[string][]nftables.Element{}
+	for _, g := range desired.Services {
+		g.EachElement(func(set string, e nftables.Element) { groupElems[set] = append(groupElems[set], e) })
 	}
 	for _, st := range desired.Sets {
-		tx.addElements(st, st.Elements)
+		elems := st.Elements
+		if more := groupElems[st.Name]; len(more) > 0 {
+			elems = append(slices.Clip(elems), more...)
+			delete(groupElems, st.Name)
+		}
+		tx.addElements(st, elems)
 	}
-	for _, c := range desired.Chains {
+	for name := range groupElems {
+		return nil, fmt.Errorf("failed to find set %s of a Service's elements in the ruleset", name)
+	}
+	eachChain(desired, func(c *nftables.Chain) {
 		tx.addRules(c)
 		tx.chainsWritten++
-	}
+	})
 	// Chains already stale for long enough are deleted now; the rest wait.
 	// The stale list is rebuilt from what the table really holds.
 	for name := range s.stale {
@@ -415,15 +430,45 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 			tx.newStale[name] = since
 		}
 	}
-	next.objects = uint32(len(desired.Chains) + len(desired.Sets))
+	next.objects = uint32(nsets + nchains)
 	return next, nil
 }
 
+// eachChain calls fn for every chain of the ruleset, in creation order (fixed ones first).
+func eachChain(r *nftables.Ruleset, fn func(*nftables.Chain)) {
+	for _, c := range r.Chains {
+		fn(c)
+	}
+	for _, g := range r.Services {
+		for _, c := range g.Chains {
+			fn(c)
+		}
+	}
+}
+
+// eachSet calls fn for every set of the ruleset, in creation order (fixed ones first).
+func eachSet(r *nftables.Ruleset, fn func(*nftables.Set)) {
+	for _, st := range r.Sets {
+		fn(st)
+	}
+	for _, g := range r.Services {
+		for _, st := range g.Sets {
+			fn(st)
+		}
+	}
+}
+
 // buildPartial queues only the difference between what was programmed and desired: the fixed chains and
-// sets are compared, Service groups only when the renderer did not reuse them, and map elements by key.
+// sets are compared unless they are the very same slices, Service groups only when the renderer did not
+// reuse them, and elements by key. With a grouped Ruleset it costs a pass over the groups' pointers plus
+// the changed Services, whatever the size of the table.
 func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now time.Time) (*kernelState, error) {
 	old := s.programmed
-	next := newKernelState(desired)
+	if old.grouped != desired.Grouped() {
+		return nil, errNeedFull // the elements were tracked the other way
+	}
+	next := newKernelState(desired, old)
+	sameChains, sameSets := sameSlice(old.fixedChains, desired.Chains), sameSlice(old.fixedSets, desired.Sets)
 	var rewrite []*nftables.Chain
 	var delSets []string
 	gone := func(c *nftables.Chain) {
@@ -442,49 +487,52 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 	}
 	// Sets that appear; a set whose definition changed needs the referencing rules rewritten too,
 	// which only a full sync does.
-	for _, st := range desired.FixedSets() {
-		if o, ok := old.sets[st.Name]; ok {
-			if !sameSetSpec(o.spec, st) {
-				return nil, errNeedFull
+	if !sameSets {
+		for _, st := range desired.Sets {
+			if o, ok := old.sets[st.Name]; ok {
+				if !sameSetSpec(o.spec, st) {
+					return nil, errNeedFull
+				}
+				continue
 			}
-			continue
+			tx.addSet(st)
 		}
-		tx.addSet(st)
-	}
-	for _, c := range desired.FixedChains() {
-		o, ok := old.fixed[c.Name]
-		switch {
-		case !ok && (c.Base != nil || inOldGroup(old, c.Name)):
-			// A chain moving between the fixed part and a Service group (a hand-built Ruleset after a
-			// rendered one) is rare enough to leave to a full sync.
-			return nil, errNeedFull
-		case !ok:
-			added(c)
-		case (o.Base == nil) != (c.Base == nil) || (o.Base != nil && *o.Base != *c.Base):
-			return nil, errNeedFull
-		case !o.Equal(c):
-			tx.flushChain(c.Name)
-			rewrite = append(rewrite, c)
-		}
-	}
-	for name, o := range old.fixed {
-		if _, ok := next.fixed[name]; !ok {
-			if o.Base != nil {
-				return nil, errNeedFull
+		for name := range old.sets {
+			if _, ok := next.sets[name]; !ok {
+				delSets = append(delSets, name)
 			}
-			gone(o)
 		}
 	}
-	for name := range old.sets {
-		if _, ok := next.sets[name]; !ok {
-			delSets = append(delSets, name)
+	if !sameChains {
+		for _, c := range desired.Chains {
+			o, ok := old.fixed[c.Name]
+			switch {
+			case !ok && c.Base != nil:
+				return nil, errNeedFull
+			case !ok:
+				added(c)
+			case (o.Base == nil) != (c.Base == nil) || (o.Base != nil && *o.Base != *c.Base):
+				return nil, errNeedFull
+			case !o.Equal(c):
+				tx.flushChain(c.Name)
+				rewrite = append(rewrite, c)
+			}
+		}
+		for name, o := range old.fixed {
+			if _, ok := next.fixed[name]; !ok {
+				if o.Base != nil {
+					return nil, errNeedFull
+				}
+				gone(o)
+			}
 		}
 	}
-	// Service groups: skipped when reused, compared chain by chain otherwise.
-	for _, g := range desired.Services {
-		o := old.groups[g.Key]
-		if o == g {
-			continue
+	// Service groups: skipped when reused, compared chain by chain and element by element otherwise.
+	d := groupDiff{old: old, next: next, dels: map[string][]nftables.ElementKey{}, adds: map[string][]nftables.Element{}}
+	var err error
+	eachChangedGroup(old.services, desired.Services, func(o, g *nftables.ServiceRules) {
+		if err != nil {
+			return
 		}
 		oldChains := map[string]*nftables.Chain{}
 		oldSets := map[string]*nftables.Set{}
@@ -496,29 +544,33 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 				oldSets[st.Name] = st
 			}
 		}
-		for _, st := range g.Sets {
-			if os, ok := oldSets[st.Name]; ok {
-				if !sameSetSpec(os, st) {
-					return nil, errNeedFull
+		if g != nil {
+			for _, st := range g.Sets {
+				if os, ok := oldSets[st.Name]; ok {
+					if !sameSetSpec(os, st) {
+						err = errNeedFull
+						return
+					}
+					delete(oldSets, st.Name)
+					continue
 				}
-				delete(oldSets, st.Name)
-				continue
+				tx.addSet(st)
 			}
-			tx.addSet(st)
-		}
-		for _, c := range g.Chains {
-			oc, ok := oldChains[c.Name]
-			_, wasFixed := old.fixed[c.Name]
-			switch {
-			case !ok && wasFixed:
-				return nil, errNeedFull
-			case !ok:
-				added(c)
-			case !oc.Equal(c):
-				tx.flushChain(c.Name)
-				rewrite = append(rewrite, c)
+			for _, c := range g.Chains {
+				oc, ok := oldChains[c.Name]
+				_, isFixed := next.fixed[c.Name]
+				switch {
+				case !ok && isFixed:
+					err = errNeedFull
+					return
+				case !ok:
+					added(c)
+				case !oc.Equal(c):
+					tx.flushChain(c.Name)
+					rewrite = append(rewrite, c)
+				}
+				delete(oldChains, c.Name)
 			}
-			delete(oldChains, c.Name)
 		}
 		for _, oc := range oldChains {
 			gone(oc)
@@ -526,62 +578,49 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 		for name := range oldSets {
 			delSets = append(delSets, name)
 		}
+		err = d.elements(o, g)
+	})
+	if err != nil {
+		return nil, err
 	}
-	for key, o := range old.groups {
-		if _, ok := next.groups[key]; !ok {
-			for _, c := range o.Chains {
-				gone(c)
+	// Elements of the sets' own (all of them for a flat Ruleset): deletions first (including changed
+	// verdicts), then additions.
+	if !sameSets {
+		for _, st := range desired.Sets {
+			if st.Dynamic() {
+				continue
 			}
-			for _, st := range o.Sets {
-				if _, fixed := next.sets[st.Name]; !fixed {
-					delSets = append(delSets, st.Name)
+			ns := next.sets[st.Name]
+			var dels []nftables.ElementKey
+			var adds []nftables.Element
+			if o, ok := old.sets[st.Name]; ok {
+				for k, v := range o.elems {
+					if nv, ok := ns.elems[k]; !ok || nv != v {
+						dels = append(dels, k)
+					}
 				}
-			}
-		}
-	}
-	// Elements of the shared maps and sets: deletions first (including changed verdicts), then additions.
-	// The endpoint maps' elements are compared per changed Service group instead.
-	if old.byGroup != next.byGroup && (old.hasEndpointMap() || next.hasEndpointMap()) {
-		return nil, errNeedFull // the elements were tracked the other way
-	}
-	epDels, epAdds := endpointMapDiff(old, next, desired)
-	for _, st := range desired.FixedSets() {
-		if st.Dynamic() {
-			continue
-		}
-		if next.byGroup && st.Type == nftables.SetTypeEndpointMap {
-			continue
-		}
-		ns := next.sets[st.Name]
-		var dels []nftables.ElementKey
-		var adds []nftables.Element
-		if o, ok := old.sets[st.Name]; ok {
-			for k, v := range o.elems {
-				if nv, ok := ns.elems[k]; !ok || nv != v {
-					dels = append(dels, k)
+				for _, e := range st.Elements {
+					if ov, ok := o.elems[e.Key()]; !ok || ov != e.Data() {
+						adds = append(adds, e)
+					}
 				}
+			} else {
+				adds = st.Elements
 			}
-			for _, e := range st.Elements {
-				if ov, ok := o.elems[e.Key()]; !ok || ov != e.Data() {
-					adds = append(adds, e)
-				}
+			if st.Interval && (len(dels) > 0 || len(adds) > 0) {
+				// Interval sets are encoded as ranges; rewrite them whole.
+				tx.flushSet(st)
+				dels, adds = nil, st.Elements
 			}
-		} else {
-			adds = st.Elements
+			tx.delElements(st, dels)
+			tx.addElements(st, adds)
 		}
-		if st.Interval && (len(dels) > 0 || len(adds) > 0) {
-			// Interval sets are encoded as ranges; rewrite them whole.
-			tx.flushSet(st)
-			dels, adds = nil, st.Elements
-		}
-		tx.delElements(st, dels)
-		tx.addElements(st, adds)
 	}
-	for _, name := range slices.Sorted(maps.Keys(epDels)) {
-		tx.delElements(old.sets[name].spec, epDels[name])
+	for _, name := range slices.Sorted(maps.Keys(d.dels)) {
+		tx.delElements(old.sets[name].spec, d.dels[name])
 	}
-	for _, name := range slices.Sorted(maps.Keys(epAdds)) {
-		tx.addElements(next.sets[name].spec, epAdds[name])
+	for _, name := range slices.Sorted(maps.Keys(d.adds)) {
+		tx.addElements(next.sets[name].spec, d.adds[name])
 	}
 	for _, c := range rewrite {
 		tx.addRules(c)
@@ -598,111 +637,112 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 			tx.deletedStale[name] = true
 		}
 	}
-	next.objects = uint32(len(desired.Chains) + len(desired.Sets))
+	sets, chains, _, _ := desired.Counts()
+	next.objects = uint32(sets + chains)
 	return next, nil
 }
 
-// endpointMapDiff compares the endpoint map elements of the Service groups that changed (a reused group has
-// the same elements), returning the keys to delete and the elements to add, by map. An element whose data
-// changed is in both.
-func endpointMapDiff(old, next *kernelState, desired *nftables.Ruleset) (map[string][]nftables.ElementKey, map[string][]nftables.Element) {
-	if !next.byGroup {
-		return nil, nil
-	}
-	isMap := func(k *kernelState, set string) bool {
-		ps, ok := k.sets[set]
-		return ok && ps.spec.Type == nftables.SetTypeEndpointMap
-	}
-	type held struct {
-		set  string
-		data nftables.ElementData
-	}
-	dels, adds := map[string][]nftables.ElementKey{}, map[string][]nftables.Element{}
-	for _, g := range desired.Services {
-		o := old.groups[g.Key]
-		if o == g {
-			continue
+// eachChangedGroup walks two lists of groups sorted by Key and calls fn for each Service whose group is
+// not the same pointer in both: o is nil for a Service added, g for one deleted. Equal pointers cost one
+// comparison each; keys are compared only where the lists differ.
+func eachChangedGroup(old, next []*nftables.ServiceRules, fn func(o, g *nftables.ServiceRules)) {
+	i, j := 0, 0
+	for i < len(old) || j < len(next) {
+		switch {
+		case i < len(old) && j < len(next) && old[i] == next[j]:
+			i, j = i+1, j+1
+		case j == len(next):
+			fn(old[i], nil)
+			i++
+		case i == len(old):
+			fn(nil, next[j])
+			j++
+		default:
+			switch c := strings.Compare(old[i].Key, next[j].Key); {
+			case c < 0:
+				fn(old[i], nil)
+				i++
+			case c > 0:
+				fn(nil, next[j])
+				j++
+			default:
+				fn(old[i], next[j])
+				i, j = i+1, j+1
+			}
 		}
-		had := map[nftables.ElementKey]held{}
-		if o != nil {
-			o.EachElement(func(set string, e nftables.Element) {
-				if isMap(old, set) {
-					had[e.Key()] = held{set, e.Data()}
-				}
-			})
-		}
+	}
+}
+
+// groupDiff collects the element changes of the changed groups, by set: the keys to delete (including
+// those whose data changes) and the elements to add.
+type groupDiff struct {
+	old, next *kernelState
+	dels      map[string][]nftables.ElementKey
+	adds      map[string][]nftables.Element
+}
+
+// elements compares the elements of one Service's old and new group (either may be nil).
+func (d *groupDiff) elements(o, g *nftables.ServiceRules) error {
+	type setKey struct {
+		set string
+		key nftables.ElementKey
+	}
+	had := map[setKey]nftables.ElementData{}
+	if o != nil {
+		o.EachElement(func(set string, e nftables.Element) { had[setKey{set, e.Key()}] = e.Data() })
+	}
+	var err error
+	if g != nil {
 		g.EachElement(func(set string, e nftables.Element) {
-			if !isMap(next, set) {
+			k := setKey{set, e.Key()}
+			if data, ok := had[k]; ok && data == e.Data() {
+				delete(had, k)
 				return
 			}
-			if h, ok := had[e.Key()]; ok && h.set == set && h.data == e.Data() {
-				delete(had, e.Key())
+			if _, ok := d.next.sets[set]; !ok {
+				err = fmt.Errorf("failed to find set %s of %s's elements in the ruleset", set, g.Key)
 				return
 			}
-			adds[set] = append(adds[set], e)
-		})
-		for k, h := range had {
-			dels[h.set] = append(dels[h.set], k)
-		}
-	}
-	for key, o := range old.groups {
-		if _, ok := next.groups[key]; ok {
-			continue
-		}
-		o.EachElement(func(set string, e nftables.Element) {
-			if isMap(old, set) {
-				dels[set] = append(dels[set], e.Key())
-			}
+			d.adds[set] = append(d.adds[set], e)
 		})
 	}
-	return dels, adds
-}
-
-// hasEndpointMap reports whether the state holds an endpoint map.
-func (k *kernelState) hasEndpointMap() bool {
-	for _, ps := range k.sets {
-		if ps.spec.Type == nftables.SetTypeEndpointMap {
-			return true
+	for k := range had {
+		if _, ok := d.old.sets[k.set]; ok { // a set deleted takes its elements with it
+			d.dels[k.set] = append(d.dels[k.set], k.key)
 		}
 	}
-	return false
+	return err
 }
 
-// inOldGroup reports whether a chain belonged to one of the previously programmed Service groups.
-func inOldGroup(old *kernelState, name string) bool {
-	for _, g := range old.groups {
-		for _, c := range g.Chains {
-			if c.Name == name {
-				return true
+// sameSlice reports whether two slices are the very same (same array and length).
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// newKernelState indexes a ruleset as the state the kernel will hold once it is programmed, sharing the
+// indexes of prev where the ruleset has the same fixed slices.
+func newKernelState(r *nftables.Ruleset, prev *kernelState) *kernelState {
+	k := &kernelState{grouped: r.Grouped(), services: r.Services, fixedChains: r.Chains, fixedSets: r.Sets}
+	if prev != nil && sameSlice(prev.fixedChains, r.Chains) {
+		k.fixed = prev.fixed
+	} else {
+		k.fixed = make(map[string]*nftables.Chain, len(r.Chains))
+		for _, c := range r.Chains {
+			k.fixed[c.Name] = c
+		}
+	}
+	if prev != nil && sameSlice(prev.fixedSets, r.Sets) {
+		k.sets = prev.sets
+		return k
+	}
+	k.sets = make(map[string]*programmedSet, len(r.Sets))
+	for _, st := range r.Sets {
+		ps := &programmedSet{spec: st}
+		if len(st.Elements) > 0 {
+			ps.elems = make(map[nftables.ElementKey]nftables.ElementData, len(st.Elements))
+			for _, e := range st.Elements {
+				ps.elems[e.Key()] = e.Data()
 			}
-		}
-	}
-	return false
-}
-
-// newKernelState indexes a ruleset as the state the kernel will hold once it is programmed.
-func newKernelState(r *nftables.Ruleset) *kernelState {
-	fixedChains, fixedSets := r.FixedChains(), r.FixedSets()
-	k := &kernelState{
-		fixed:   make(map[string]*nftables.Chain, len(fixedChains)),
-		groups:  make(map[string]*nftables.ServiceRules, len(r.Services)),
-		sets:    make(map[string]*programmedSet, len(fixedSets)),
-		byGroup: r.Services != nil,
-	}
-	for _, c := range fixedChains {
-		k.fixed[c.Name] = c
-	}
-	for _, g := range r.Services {
-		k.groups[g.Key] = g
-	}
-	for _, st := range fixedSets {
-		if k.byGroup && st.Type == nftables.SetTypeEndpointMap {
-			k.sets[st.Name] = &programmedSet{spec: st}
-			continue
-		}
-		ps := &programmedSet{spec: st, elems: make(map[nftables.ElementKey]nftables.ElementData, len(st.Elements))}
-		for _, e := range st.Elements {
-			ps.elems[e.Key()] = e.Data()
 		}
 		k.sets[st.Name] = ps
 	}

@@ -3,6 +3,7 @@ package nft
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,7 +81,7 @@ func renderObjects(t *testing.T, svcs []*corev1.Service, slices []*discoveryv1.E
 	if err != nil {
 		t.Fatalf("BuildServices: %v", err)
 	}
-	return nftables.Render(set)
+	return nftables.NewRenderer(nftables.Options{}).RenderGrouped(set)
 }
 
 // TestPartialSyncs changes endpoints and Services step by step and checks after each step that only a few
@@ -110,7 +111,7 @@ func TestPartialSyncs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := rr.Render(set)
+		want := rr.RenderGrouped(set)
 		res := mustSync(t, s, want)
 		if i == 0 {
 			if !res.Full {
@@ -140,7 +141,8 @@ func TestPartialSyncs(t *testing.T) {
 // deleted yet.
 func requireSameTableWithStale(t *testing.T, ns string, want *nftables.Ruleset, s *Syncer) {
 	t.Helper()
-	withStale := &nftables.Ruleset{Sets: want.Sets, Chains: want.Chains}
+	flat := want.Flat()
+	withStale := &nftables.Ruleset{Sets: flat.Sets, Chains: slices.Clone(flat.Chains)}
 	for name := range s.stale {
 		withStale.Chains = append(withStale.Chains, &nftables.Chain{Name: name})
 	}
@@ -235,7 +237,7 @@ func TestRendererThenHandBuilt(t *testing.T) {
 	s.opts.StaleChainDelay = time.Nanosecond
 	r := renderSeed(t, []string{"10.128.2.151", "10.128.2.152"}, true)
 	mustSync(t, s, r)
-	flat := &nftables.Ruleset{Sets: r.Sets, Chains: r.Chains}
+	flat := r.Flat()
 	for i, next := range []*nftables.Ruleset{flat, flat, renderSeed(t, []string{"10.128.2.151", "10.128.2.152"}, true)} {
 		mustSync(t, s, next)
 		if len(s.stale) != 0 {
@@ -288,8 +290,8 @@ func TestEndpointMapPartialSyncs(t *testing.T) {
 	s, ns := newTestSyncer(t, "nftp")
 	rr := nftables.NewRenderer(nftables.Options{EndpointMap: true})
 	full := rendertest.ScaleSet(4, 3)
-	mustSync(t, s, rr.Render(full))
-	requireSameTable(t, ns, rr.Render(full))
+	mustSync(t, s, rr.RenderGrouped(full))
+	requireSameTable(t, ns, rr.RenderGrouped(full))
 	steps := []func(set *model.ServiceSet){
 		func(set *model.ServiceSet) { set.Services = set.Services[:2] },                   // two maps go
 		func(set *model.ServiceSet) { set.Services[1].Ports[0].Endpoints[2].Port = 9090 }, // one element replaced
@@ -300,7 +302,7 @@ func TestEndpointMapPartialSyncs(t *testing.T) {
 	set := rendertest.ScaleSet(4, 3)
 	for i, step := range steps {
 		step(set)
-		want := rr.Render(set)
+		want := rr.RenderGrouped(set)
 		res := mustSync(t, s, want)
 		if res.Full {
 			t.Fatalf("step %d: got a full sync %+v", i, res)
@@ -308,7 +310,7 @@ func TestEndpointMapPartialSyncs(t *testing.T) {
 		requireSameTableWithStale(t, ns, want, s)
 	}
 	// Back to four Services: the freed ids (and their maps) come back.
-	want := rr.Render(full)
+	want := rr.RenderGrouped(full)
 	if res := mustSync(t, s, want); res.Full {
 		t.Fatalf("re-adding: got a full sync %+v", res)
 	}

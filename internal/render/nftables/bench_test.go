@@ -25,7 +25,7 @@ func BenchmarkRender1kx100(b *testing.B) {
 }
 
 // BenchmarkRendererOneChange10kx10 re-renders 10,000 Services after one endpoint change with a Renderer
-// that keeps the previous result, as the agent does.
+// that keeps the previous result (RenderGrouped), as the agent does.
 func BenchmarkRendererOneChange10kx10(b *testing.B) { benchRendererOneChange(b, Options{}) }
 
 // BenchmarkRendererOneChangeEndpointMap10kx10 is the same with Options.EndpointMap.
@@ -36,7 +36,7 @@ func BenchmarkRendererOneChangeEndpointMap10kx10(b *testing.B) {
 func benchRendererOneChange(b *testing.B, opts Options) {
 	set := rendertest.ScaleSet(10000, 10)
 	rr := NewRenderer(opts)
-	rr.Render(set)
+	rr.RenderGrouped(set)
 	p := &set.Services[5000].Ports[0]
 	orig := p.Endpoints[0]
 	moved := orig
@@ -48,6 +48,6 @@ func benchRendererOneChange(b *testing.B, opts Options) {
 		} else {
 			p.Endpoints[0] = orig
 		}
-		rr.Render(set)
+		rr.RenderGrouped(set)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/vxflow/vxflow/internal/model"
 )
@@ -72,27 +73,102 @@ const maxEndpointMapID = 1<<32/EndpointMapStride - 1
 // pointer and skips them. It keeps a deep copy of each Service, so the caller may reuse its ServiceSet.
 // A Renderer is not safe for concurrent use.
 type Renderer struct {
-	opts  Options
-	node  model.ServiceNode
-	cache map[string]*ServiceRules
-	ids   endpointIDs
+	opts Options
+	node model.ServiceNode
+	// valid is false until the first render and after a change of node facts: everything is re-rendered.
+	valid bool
+	// renders counts RenderGrouped calls; a group's renderedAt tells whether this render created it.
+	renders uint64
+	// prev are the groups of the last render, sorted by Key.
+	prev []*ServiceRules
+	// fixedChains and baseSets are what depends on the node alone; fixedSets adds the endpoint maps in use.
+	fixedChains []*Chain
+	baseSets    []*Set
+	fixedSets   []*Set
+	// shards counts the policy chains per endpoint map shard; shardSets are the shards' (empty) sets.
+	shards    map[uint32]int
+	shardSets map[uint32]*Set
+	// claims holds, for each key of a shared set other than the endpoint maps, the Service whose
+	// element the set holds (the first by Key); contested lists every claimant of the rare keys that
+	// several Services claim.
+	claims    map[claimKey]*svcOwner
+	contested map[claimKey][]*svcOwner
+	// svcCounts are the totals of the groups in prev.
+	svcCounts counts
+	owners    uint64
+	ids       endpointIDs
+}
+
+// svcOwner is a Renderer's record of one Service across its versions: the identity that claims keys.
+type svcOwner struct {
+	key string
+	// seq orders two owners of the same key (only with duplicate Services in the input).
+	seq uint64
+	// cur is the Service's current group, nil once the Service is gone.
+	cur *ServiceRules
+}
+
+// before reports whether o comes before p in the Services order, which decides who holds a shared key.
+func (o *svcOwner) before(p *svcOwner) bool {
+	if o.key != p.key {
+		return o.key < p.key
+	}
+	return o.seq < p.seq
+}
+
+// claimKey identifies an element's key in one shared set, compactly.
+type claimKey struct {
+	set   uint8
+	proto model.L4Proto
+	bits  int8
+	port  uint16
+	addr  [4]byte
+	index uint32
+}
+
+// sharedSetIDs numbers the shared sets whose keys Services can claim twice.
+var sharedSetIDs = map[string]uint8{
+	clusterIPsSet: 1, serviceIPsMap: 2, serviceNodePortsMap: 3, noEndpointServicesMap: 4,
+	noEndpointNodePortsMap: 5, firewallIPsMap: 6,
+}
+
+// newClaimKey returns the claim key of an element of set, false for the endpoint maps, whose keys are
+// unique by construction.
+func newClaimKey(set string, e *Element) (claimKey, bool) {
+	id, ok := sharedSetIDs[set]
+	if !ok {
+		return claimKey{}, false
+	}
+	k := claimKey{set: id, proto: e.Proto, bits: int8(e.Prefix.Bits()), port: e.Port, index: e.Index}
+	if a := e.Prefix.Addr(); a.Is4() {
+		k.addr = a.As4()
+	}
+	return k, true
 }
 
 // endpointIDs hands out the endpoint map's base indexes (divided by the stride) by policy chain name and
-// keeps them while the chain exists, so that an unchanged Service keeps its elements and its rule.
+// keeps them while a group uses the chain, so that an unchanged Service keeps its elements and its rule.
 type endpointIDs struct {
-	byChain map[string]uint32
+	byChain map[string]*endpointID
 	next    uint32
 	free    []uint32
 }
 
+// endpointID is one chain's id and the number of groups using it (the old and new version of a Service
+// while it is re-rendered).
+type endpointID struct {
+	id   uint32
+	refs int
+}
+
 // get returns the chain's id, allocating one if needed; false when all are taken.
 func (a *endpointIDs) get(chain string) (uint32, bool) {
-	if id, ok := a.byChain[chain]; ok {
-		return id, true
+	if e, ok := a.byChain[chain]; ok {
+		e.refs++
+		return e.id, true
 	}
 	if a.byChain == nil {
-		a.byChain = make(map[string]uint32)
+		a.byChain = make(map[string]*endpointID)
 	}
 	var id uint32
 	switch {
@@ -104,17 +180,19 @@ func (a *endpointIDs) get(chain string) (uint32, bool) {
 	default:
 		return 0, false
 	}
-	a.byChain[chain] = id
+	a.byChain[chain] = &endpointID{id: id, refs: 1}
 	return id, true
 }
 
-// keepOnly releases the ids of chains not in used, for reuse by later renders.
-func (a *endpointIDs) keepOnly(used map[string]bool) {
-	for chain, id := range a.byChain {
-		if !used[chain] {
-			delete(a.byChain, chain)
-			a.free = append(a.free, id)
-		}
+// release drops one use of the chain's id and frees the id with the last one.
+func (a *endpointIDs) release(chain string) {
+	e, ok := a.byChain[chain]
+	if !ok {
+		return
+	}
+	if e.refs--; e.refs <= 0 {
+		delete(a.byChain, chain)
+		a.free = append(a.free, e.id)
 	}
 }
 
@@ -123,58 +201,293 @@ func NewRenderer(opts Options) *Renderer {
 	return &Renderer{opts: opts}
 }
 
-// Render returns the complete desired table for in; see the package-level Render.
+// Render returns the complete desired table for in in the flat shape; see the package-level Render. It
+// costs O(table) even when little changed: the agent uses RenderGrouped.
 func (rr *Renderer) Render(in *model.ServiceSet) *Ruleset {
-	if rr.cache == nil || !rr.node.Equal(&in.Node) {
-		rr.cache = make(map[string]*ServiceRules)
+	return rr.RenderGrouped(in).Flat()
+}
+
+// RenderGrouped returns the complete desired table for in in the grouped shape (see Ruleset): the groups
+// of unchanged Services are the ones the previous call returned, and the call costs a pass over the
+// Services (comparing each with its previous version) plus the work for those that changed, which lets
+// one endpoint change reach the kernel in milliseconds at 10,000 Services. The Services must be sorted by
+// namespace and name (model.ServiceSet's order); another order gives the same table, only more slowly.
+func (rr *Renderer) RenderGrouped(in *model.ServiceSet) *Ruleset {
+	rr.renders++
+	if !rr.valid || !rr.node.Equal(&in.Node) {
 		rr.node = in.Node
 		rr.node.IPs, rr.node.ClusterCIDRs = slices.Clone(in.Node.IPs), slices.Clone(in.Node.ClusterCIDRs)
+		rr.renderFixed()
+		rr.valid = false // re-render every Service below
 	}
+	if rr.claims == nil {
+		rr.claims = make(map[claimKey]*svcOwner)
+		rr.contested = make(map[claimKey][]*svcOwner)
+		rr.shards = make(map[uint32]int)
+		rr.shardSets = make(map[uint32]*Set)
+	}
+	out, todo, removed, ok := rr.match(in.Services, nil)
+	if !ok {
+		// Not sorted by key: match again through a sorted view (slower, same result).
+		order := make([]*model.Service, len(in.Services))
+		for i := range in.Services {
+			order[i] = &in.Services[i]
+		}
+		slices.SortStableFunc(order, compareServiceKeys)
+		out, todo, removed, _ = rr.match(in.Services, order)
+	}
+	var fresh []*ServiceRules
+	for _, t := range todo {
+		g := renderService(&rr.node, t.svc, rr.opts, &rr.ids)
+		g.renderedAt = rr.renders
+		if t.cand != nil {
+			g.owner = t.cand.owner
+		} else {
+			rr.owners++
+			g.owner = &svcOwner{key: g.Key, seq: rr.owners}
+		}
+		g.owner.cur = g
+		out[t.pos] = g
+		fresh = append(fresh, g)
+	}
+	rr.valid = true
+
+	// Release what the old versions held, then let the new ones claim; Services that gain or lose a
+	// shared key to another one get a new version of their group.
+	var affected map[*svcOwner]bool
+	touch := func(o *svcOwner) {
+		if affected == nil {
+			affected = make(map[*svcOwner]bool)
+		}
+		affected[o] = true
+	}
+	shardsChanged := false
+	for _, o := range removed {
+		if o.owner.cur == o {
+			o.owner.cur = nil // deleted, not replaced
+		}
+		for i := range o.elements {
+			if ck, ok := newClaimKey(o.elements[i].set, &o.elements[i].elem); ok {
+				rr.release(ck, o.owner, touch)
+			}
+		}
+		for j, c := range o.endpointMapChains {
+			rr.ids.release(c)
+			shard := o.endpointMapShards[j]
+			if rr.shards[shard]--; rr.shards[shard] <= 0 {
+				delete(rr.shards, shard)
+				shardsChanged = true
+			}
+		}
+		rr.svcCounts.add(o.counts, -1)
+	}
+	for _, g := range fresh {
+		for i := range g.elements {
+			if ck, ok := newClaimKey(g.elements[i].set, &g.elements[i].elem); ok {
+				rr.claim(ck, g.owner, touch)
+			}
+		}
+		for _, shard := range g.endpointMapShards {
+			if rr.shards[shard]++; rr.shards[shard] == 1 {
+				shardsChanged = true
+			}
+		}
+	}
+	for _, g := range fresh {
+		rr.shadow(g)
+		rr.svcCounts.add(g.counts, 1)
+	}
+	for o := range affected {
+		g := o.cur
+		if g == nil || g.renderedAt == rr.renders {
+			continue // gone, or fresh and already up to date
+		}
+		ng := *g
+		ng.elements = slices.Clone(g.elements)
+		ng.renderedAt = rr.renders
+		if !rr.shadow(&ng) {
+			continue
+		}
+		rr.svcCounts.add(g.counts, -1)
+		rr.svcCounts.add(ng.counts, 1)
+		o.cur = &ng
+		i, found := slices.BinarySearchFunc(out, &ng, func(a, b *ServiceRules) int { return compareServiceKeys(&a.svc, &b.svc) })
+		for ; found && i < len(out) && out[i] != g; i++ {
+		}
+		if found && i < len(out) {
+			out[i] = &ng
+		} else if i = slices.Index(out, g); i >= 0 {
+			out[i] = &ng
+		}
+	}
+	if shardsChanged || rr.fixedSets == nil {
+		rr.rebuildFixedSets()
+	}
+	rr.prev = out
+	return &Ruleset{Sets: rr.fixedSets, Chains: rr.fixedChains, Services: out, grouped: true, svcCounts: rr.svcCounts}
+}
+
+// toRender is a Service that RenderGrouped must render, at position pos of its output, with the group of
+// its previous version if any.
+type toRender struct {
+	pos  int
+	svc  *model.Service
+	cand *ServiceRules
+}
+
+// match pairs the Services, in order (or in the order of the pointers in sorted when not nil), with the
+// previous groups by key: it returns the output with the reusable groups in place, the Services to render,
+// and the previous groups that are replaced or gone. It returns false, having changed nothing, when the
+// Services are not sorted by key (a merge of two sorted lists needs both sorted).
+func (rr *Renderer) match(in []model.Service, sorted []*model.Service) (out []*ServiceRules, todo []toRender, removed []*ServiceRules, ok bool) {
+	out = make([]*ServiceRules, len(in))
+	prev, k := rr.prev, 0
+	for i := range in {
+		s := &in[i]
+		if sorted != nil {
+			s = sorted[i]
+		}
+		var cand *ServiceRules
+		for k < len(prev) {
+			c := compareServiceKeys(&prev[k].svc, s)
+			if c < 0 {
+				removed = append(removed, prev[k])
+				k++
+				continue
+			}
+			if c == 0 {
+				cand = prev[k]
+				k++
+			}
+			break
+		}
+		if cand != nil && rr.valid && cand.svc.Equal(s) {
+			out[i] = cand
+			continue
+		}
+		if cand == nil && sorted == nil && i > 0 && compareServiceKeys(&in[i-1], s) >= 0 {
+			return nil, nil, nil, false
+		}
+		if cand != nil {
+			removed = append(removed, cand)
+		}
+		todo = append(todo, toRender{pos: i, svc: s, cand: cand})
+	}
+	removed = append(removed, prev[k:]...)
+	return out, todo, removed, true
+}
+
+// compareServiceKeys orders Services by namespace and name without building their keys.
+func compareServiceKeys(a, b *model.Service) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// claim records that o's group has an element with key ck; touch is called for a Service that loses it.
+func (rr *Renderer) claim(ck claimKey, o *svcOwner, touch func(*svcOwner)) {
+	holder, ok := rr.claims[ck]
+	if !ok {
+		rr.claims[ck] = o
+		return
+	}
+	list := rr.contested[ck]
+	if list == nil {
+		list = []*svcOwner{holder}
+	}
+	rr.contested[ck] = append(list, o)
+	if o.before(holder) {
+		rr.claims[ck] = o
+		touch(holder)
+	}
+}
+
+// release forgets o's claim on ck; touch is called for a Service that gains the key.
+func (rr *Renderer) release(ck claimKey, o *svcOwner, touch func(*svcOwner)) {
+	list, ok := rr.contested[ck]
+	if !ok {
+		if rr.claims[ck] == o {
+			delete(rr.claims, ck)
+		}
+		return
+	}
+	if i := slices.Index(list, o); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	holder := rr.claims[ck]
+	first := list[0]
+	for _, x := range list[1:] {
+		if x.before(first) {
+			first = x
+		}
+	}
+	if len(list) == 1 {
+		delete(rr.contested, ck)
+	} else {
+		rr.contested[ck] = list
+	}
+	rr.claims[ck] = first
+	if first != holder {
+		touch(first)
+	}
+}
+
+// shadow marks the group's elements whose key another Service holds, and recounts the group; it
+// reports whether a mark changed.
+func (rr *Renderer) shadow(g *ServiceRules) bool {
+	changed := false
+	elements := 0
+	for i := range g.elements {
+		e := &g.elements[i]
+		shadowed := false
+		if ck, ok := newClaimKey(e.set, &e.elem); ok {
+			shadowed = rr.claims[ck] != g.owner
+		}
+		if shadowed != e.shadowed {
+			e.shadowed, changed = shadowed, true
+		}
+		if !shadowed {
+			elements++
+		}
+	}
+	g.counts.elements = elements
+	return changed
+}
+
+// renderFixed renders what depends on the node alone: the fixed chains and the fixed sets other than
+// the endpoint maps.
+func (rr *Renderer) renderFixed() {
 	r := &renderer{
-		node:   in.Node,
+		node:   rr.node,
 		opts:   rr.opts,
 		chains: make(map[string]*Chain),
 		sets:   make(map[string]*Set),
 		keys:   make(map[string]map[ElementKey]bool),
 	}
 	r.fixed()
-	next := make(map[string]*ServiceRules, len(in.Services))
-	r.rs.Services = make([]*ServiceRules, 0, len(in.Services))
-	var usedIDs map[string]bool
-	var usedShards map[uint32]int
-	if rr.opts.EndpointMap {
-		usedIDs, usedShards = make(map[string]bool), make(map[uint32]int)
-	}
-	for i := range in.Services {
-		s := &in.Services[i]
-		g := rr.cache[s.Key()]
-		if g == nil || !g.svc.Equal(s) {
-			g = renderService(&in.Node, s, rr.opts, &rr.ids)
-		}
-		for j, c := range g.endpointMapChains {
-			usedIDs[c] = true
-			usedShards[g.endpointMapShards[j]] += g.endpointMapCounts[j]
-		}
-		r.rs.Services = append(r.rs.Services, g)
-	}
-	// The endpoint maps in use are fixed sets, created before any rule that looks them up.
-	for _, shard := range slices.Sorted(maps.Keys(usedShards)) {
-		r.addSet(&Set{Name: endpointMapName(shard), Type: SetTypeEndpointMap, Elements: make([]Element, 0, usedShards[shard])})
-	}
-	r.rs.fixedChains, r.rs.fixedSets = len(r.rs.Chains), len(r.rs.Sets)
-	for _, g := range r.rs.Services {
-		next[g.Key] = g
-		r.rs.Chains = append(r.rs.Chains, g.Chains...)
-		r.rs.Sets = append(r.rs.Sets, g.Sets...)
-		for _, e := range g.elements {
-			r.addElement(e.set, e.elem)
+	rr.fixedChains, rr.baseSets, rr.fixedSets = r.rs.Chains, r.rs.Sets, nil
+}
+
+// rebuildFixedSets lists the fixed sets: the node's, then the endpoint maps in use by shard, created
+// before any rule that looks them up.
+func (rr *Renderer) rebuildFixedSets() {
+	sets := make([]*Set, 0, len(rr.baseSets)+len(rr.shards))
+	sets = append(sets, rr.baseSets...)
+	for shard := range rr.shardSets {
+		if rr.shards[shard] == 0 {
+			delete(rr.shardSets, shard)
 		}
 	}
-	rr.cache = next
-	if rr.opts.EndpointMap {
-		rr.ids.keepOnly(usedIDs)
+	for _, shard := range slices.Sorted(maps.Keys(rr.shards)) {
+		s := rr.shardSets[shard]
+		if s == nil {
+			s = &Set{Name: endpointMapName(shard), Type: SetTypeEndpointMap}
+			rr.shardSets[shard] = s
+		}
+		sets = append(sets, s)
 	}
-	return &r.rs
+	rr.fixedSets = sets
 }
 
 // renderService renders one Service's chains, sets and map elements.
@@ -188,7 +501,12 @@ func renderService(node *model.ServiceNode, s *model.Service, opts Options, ids 
 	for j := range s.Ports {
 		f.servicePort(s, &s.Ports[j])
 	}
-	return f.out
+	g := f.out
+	g.counts = counts{sets: len(g.Sets), chains: len(g.Chains), elements: len(g.elements)}
+	for _, c := range g.Chains {
+		g.counts.rules += len(c.Rules)
+	}
+	return g
 }
 
 // fragment collects what one Service renders to.
@@ -211,7 +529,17 @@ func (f *fragment) addSet(s *Set) {
 	f.out.Sets = append(f.out.Sets, s)
 }
 
+// addElement adds an element unless the Service already has one with the same key in that set (every
+// port adds the ClusterIP to cluster-ips): the first one wins, as in the table.
 func (f *fragment) addElement(set string, e Element) {
+	if _, shared := sharedSetIDs[set]; shared {
+		k := e.Key()
+		for i := range f.out.elements {
+			if o := &f.out.elements[i]; o.set == set && o.elem.Key() == k {
+				return
+			}
+		}
+	}
 	f.out.elements = append(f.out.elements, setElement{set: set, elem: e})
 }
 
@@ -507,7 +835,6 @@ func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto mo
 			shard := id % EndpointMapShards
 			f.out.endpointMapChains = append(f.out.endpointMapChains, c.Name)
 			f.out.endpointMapShards = append(f.out.endpointMapShards, shard)
-			f.out.endpointMapCounts = append(f.out.endpointMapCounts, n)
 			base, m := id*EndpointMapStride, endpointMapName(shard)
 			c.Rules = append(c.Rules, rule(MatchProto{Proto: proto}, DNATMap{Mod: uint32(n), Offset: base, Map: m}))
 			for i, e := range eps {

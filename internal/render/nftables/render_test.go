@@ -61,13 +61,13 @@ func TestRenderDeterministic(t *testing.T) {
 func TestRendererReuse(t *testing.T) {
 	set := rendertest.ScaleSet(50, 3)
 	rr := NewRenderer(Options{})
-	first := rr.Render(set)
+	first := rr.RenderGrouped(set)
 	if got, want := first.String(), Render(set).String(); got != want {
 		t.Fatalf("Renderer and Render differ:\n%s", textdiff.Lines(want, got))
 	}
 	set2 := rendertest.ScaleSet(50, 3)
 	set2.Services[7].Ports[0].Endpoints = set2.Services[7].Ports[0].Endpoints[:2]
-	second := rr.Render(set2)
+	second := rr.RenderGrouped(set2)
 	if got, want := second.String(), Render(set2).String(); got != want {
 		t.Fatalf("Renderer and Render differ after a change:\n%s", textdiff.Lines(want, got))
 	}
@@ -80,7 +80,7 @@ func TestRendererReuse(t *testing.T) {
 		}
 	}
 	set2.Node.VXLANPort = 4790
-	if third := rr.Render(set2); third.Services[0] == second.Services[0] {
+	if third := rr.RenderGrouped(set2); third.Services[0] == second.Services[0] {
 		t.Errorf("group reused across a change of node facts")
 	}
 }
@@ -91,13 +91,13 @@ func TestRendererReuse(t *testing.T) {
 func TestEndpointMapStableIndexes(t *testing.T) {
 	rr := NewRenderer(Options{EndpointMap: true})
 	set := rendertest.ScaleSet(20, 3)
-	first := rr.Render(set)
+	first := rr.RenderGrouped(set)
 	if got, want := first.String(), NewRenderer(Options{EndpointMap: true}).Render(set).String(); got != want {
 		t.Fatalf("Renderer and a fresh Renderer differ:\n%s", textdiff.Lines(want, got))
 	}
 	set2 := rendertest.ScaleSet(20, 3)
 	set2.Services[5].Ports[0].Endpoints[1].Addr = netip.MustParseAddr("10.131.255.254")
-	second := rr.Render(set2)
+	second := rr.RenderGrouped(set2)
 	for i, g := range second.Services {
 		if i != 5 {
 			if g != first.Services[i] {
@@ -116,7 +116,7 @@ func TestEndpointMapStableIndexes(t *testing.T) {
 	}
 	elems := func(rs *Ruleset) map[ElementKey]ElementData {
 		m := map[ElementKey]ElementData{}
-		for _, s := range rs.FixedSets() {
+		for _, s := range rs.Flat().Sets {
 			if strings.HasPrefix(s.Name, serviceEndpointsMap+"-") {
 				for _, e := range s.Elements {
 					m[e.Key()] = e.Data()
@@ -152,10 +152,10 @@ func TestEndpointMapStableIndexes(t *testing.T) {
 	old := offset(second, set2.Services[3].Key())
 	removed := set2.Services[3]
 	set2.Services = append(set2.Services[:3], set2.Services[4:]...)
-	rr.Render(set2)
+	rr.RenderGrouped(set2)
 	removed.Name = "svc-new"
 	set2.Services = append(set2.Services, removed)
-	if got := offset(rr.Render(set2), removed.Key()); got != old {
+	if got := offset(rr.RenderGrouped(set2), removed.Key()); got != old {
 		t.Errorf("new Service got offset %d, want the freed %d", got, old)
 	}
 }

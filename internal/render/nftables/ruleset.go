@@ -11,22 +11,51 @@ import (
 // Ruleset is the desired content of table ip vxflow: the contract between Render and internal/apply/nft.
 // Every set, chain and rule is a plain comparable value, so the applier can diff two Rulesets without the
 // kernel, and String prints it the way `nft list table ip vxflow` lists it back.
+//
+// A Ruleset comes in one of two shapes. A flat one (Render, Renderer.Render, or built by hand) lists every
+// set with all its elements and every chain in Sets and Chains, and has no Services. A grouped one
+// (Renderer.RenderGrouped) lists in Sets and Chains only what belongs to no Service, and keeps each
+// Service's chains, sets and elements in its Services group, so that a Renderer can hand out the same
+// groups again and the applier can skip them: one Service changed costs O(that Service), not O(table).
+// Flat converts a grouped Ruleset. A Ruleset must not be modified once it is handed to the applier.
 type Ruleset struct {
-	// Sets are the sets and maps, in the order they are created: the fixed ones first, then the
-	// Services' affinity sets.
+	// Sets are the sets and maps, in the order they are created: the fixed ones first, then (flat shape
+	// only) the Services' affinity sets. In the grouped shape a shared set's Elements are only those that
+	// belong to no Service (node addresses, cluster CIDRs); the rest are in the Services groups.
 	Sets []*Set
 	// Chains are the chains, in the order they are created: the fixed ones (base chains first), then
-	// the Services' chains.
+	// (flat shape only) the Services' chains.
 	Chains []*Chain
-	// Services groups the Services' chains and sets (also listed in Chains and Sets) by Service. A
-	// Renderer hands out the same *ServiceRules for a Service that did not change, which lets the
-	// applier skip it without comparing its rules. Nil for a hand-built Ruleset: everything is fixed.
+	// Services are the per-Service groups of a grouped Ruleset, sorted by Key; nil for a flat one. A
+	// Renderer hands out the same *ServiceRules for a Service that did not change, which lets the applier
+	// skip it without comparing its rules.
 	Services []*ServiceRules
 
-	fixedChains, fixedSets int
+	// grouped marks the grouped shape (Services may be empty); svcCounts are the groups' totals.
+	grouped   bool
+	svcCounts counts
 }
 
-// ServiceRules is what one Service renders to, apart from its elements in the shared maps.
+// counts are the numbers Counts reports, kept per group so that a grouped Ruleset counts in O(1).
+type counts struct {
+	sets, chains, rules, elements int
+}
+
+func (c *counts) add(o counts, sign int) {
+	c.sets += sign * o.sets
+	c.chains += sign * o.chains
+	c.rules += sign * o.rules
+	c.elements += sign * o.elements
+}
+
+// Grouped reports whether the Services' chains, sets and elements are in Services rather than in Sets
+// and Chains.
+func (r *Ruleset) Grouped() bool {
+	return r.grouped
+}
+
+// ServiceRules is what one Service renders to: its chains, its affinity sets and its elements in the
+// shared sets and maps. A group is immutable once rendered.
 type ServiceRules struct {
 	// Key is the Service's namespace/name.
 	Key string
@@ -35,22 +64,30 @@ type ServiceRules struct {
 	// Sets are the Service's affinity sets.
 	Sets []*Set
 
-	// svc is the Service this was rendered from; elements are its entries in the shared maps.
-	svc      model.Service
+	// svc is the Service this was rendered from.
+	svc model.Service
+	// owner is the Renderer's record of this Service, the same for every version of the group.
+	owner *svcOwner
+	// elements are the Service's entries in the shared sets and maps, each key once per set.
 	elements []setElement
 	// endpointMapChains are the policy chains holding an endpoint map base index (Options.EndpointMap).
 	endpointMapChains []string
 	// endpointMapShards are the shards of those chains' base indexes, in the same order.
 	endpointMapShards []uint32
-	// endpointMapCounts are those chains' numbers of endpoints, to size the maps' element lists.
-	endpointMapCounts []int
+	// counts are this group's chains, sets, rules and effective elements.
+	counts counts
+	// renderedAt is the Renderer's render number that created this version of the group.
+	renderedAt uint64
 }
 
 // EachElement calls fn for each of the Service's elements in the shared sets and maps, so that the applier
-// can diff the elements of a changed Service alone (the endpoint maps hold 100,000 elements at scale).
+// can diff the elements of a changed Service alone. An element whose key an earlier Service (by Key)
+// already holds in the same set is left out, as the kernel can hold each key once.
 func (g *ServiceRules) EachElement(fn func(set string, e Element)) {
-	for _, e := range g.elements {
-		fn(e.set, e.elem)
+	for i := range g.elements {
+		if e := &g.elements[i]; !e.shadowed {
+			fn(e.set, e.elem)
+		}
 	}
 }
 
@@ -58,25 +95,23 @@ func (g *ServiceRules) EachElement(fn func(set string, e Element)) {
 type setElement struct {
 	set  string
 	elem Element
+	// shadowed is true when an earlier Service holds the same key in the set.
+	shadowed bool
 }
 
-// FixedChains returns the chains that belong to no Service: base chains and dispatch chains.
+// FixedChains returns the chains that belong to no Service: base chains and dispatch chains (every
+// chain of a flat Ruleset).
 func (r *Ruleset) FixedChains() []*Chain {
-	if r.Services == nil {
-		return r.Chains
-	}
-	return r.Chains[:r.fixedChains]
+	return r.Chains
 }
 
-// FixedSets returns the sets and maps that belong to no Service, with all their elements.
+// FixedSets returns the sets and maps that belong to no Service (every set of a flat Ruleset).
 func (r *Ruleset) FixedSets() []*Set {
-	if r.Services == nil {
-		return r.Sets
-	}
-	return r.Sets[:r.fixedSets]
+	return r.Sets
 }
 
-// Counts returns the number of sets, chains, rules and set elements, for metrics and logs.
+// Counts returns the number of sets, chains, rules and set elements, for metrics and logs. It costs
+// O(fixed part) for a grouped Ruleset.
 func (r *Ruleset) Counts() (sets, chains, rules, elements int) {
 	for _, s := range r.Sets {
 		elements += len(s.Elements)
@@ -84,7 +119,37 @@ func (r *Ruleset) Counts() (sets, chains, rules, elements int) {
 	for _, c := range r.Chains {
 		rules += len(c.Rules)
 	}
-	return len(r.Sets), len(r.Chains), rules, elements
+	c := r.svcCounts
+	return len(r.Sets) + c.sets, len(r.Chains) + c.chains, rules + c.rules, elements + c.elements
+}
+
+// Flat returns the Ruleset in the flat shape: r itself if it is flat, otherwise a new Ruleset with every
+// set (shared sets with all their elements), every chain and no Services, in the order they are created.
+// It costs O(table); tools that walk the whole table (String, tracing) use it.
+func (r *Ruleset) Flat() *Ruleset {
+	if !r.grouped {
+		return r
+	}
+	sets, chains, _, _ := r.Counts()
+	out := &Ruleset{Sets: make([]*Set, 0, sets), Chains: make([]*Chain, 0, chains)}
+	byName := make(map[string]*Set, len(r.Sets))
+	for _, s := range r.Sets {
+		c := *s
+		c.Elements = slices.Clone(s.Elements)
+		out.Sets = append(out.Sets, &c)
+		byName[c.Name] = &c
+	}
+	out.Chains = append(out.Chains, r.Chains...)
+	for _, g := range r.Services {
+		out.Chains = append(out.Chains, g.Chains...)
+		out.Sets = append(out.Sets, g.Sets...)
+		g.EachElement(func(set string, e Element) {
+			if s := byName[set]; s != nil {
+				s.Elements = append(s.Elements, e)
+			}
+		})
+	}
+	return out
 }
 
 // SetType is the key (and data) type of a set or map; the concatenations are the ones kube-proxy uses.

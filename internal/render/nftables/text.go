@@ -12,6 +12,7 @@ import (
 // programmed it, except for the order of elements inside a set and of sets and chains created by later
 // partial syncs, which depend on the kernel's hash tables and on history; elements are printed sorted.
 func (r *Ruleset) String() string {
+	r = r.Flat()
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip %s {\n", TableName)
 	first := true
