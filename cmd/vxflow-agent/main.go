@@ -78,8 +78,8 @@ socket, and reports Programmed on its HostSubnet. Metrics and /healthz are serve
 	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where the vxflow-cni binary is installed")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/vxflow", "where pod IP allocations are kept across restarts")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":9443", "address of /metrics, /healthz and /debug endpoints; empty disables them")
-	f.DurationVar(&o.minSyncInterval, "min-sync-interval", 20*time.Millisecond, "shortest time between the starts of two syncs; changes inside it are applied together")
-	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs: how soon drift (a flow or rule changed by hand) is repaired")
+	f.DurationVar(&o.minSyncInterval, "min-sync-interval", 20*time.Millisecond, "shortest time between the starts of two syncs (of the node, and of Service NAT, separately); changes inside it are applied together")
+	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs (of the node, and of Service NAT): how soon drift (a flow or rule changed by hand) is repaired")
 	f.DurationVar(&o.statusRefresh, "status-refresh", time.Minute, "how often a steady node rewrites its HostSubnet status")
 	f.BoolVar(&o.debugEndpoints, "debug-endpoints", true, "serve the read-only /debug/trace, /debug/flows, /debug/nftables and /debug/route endpoints that vxflowctl trace --access agent uses")
 	f.BoolVar(&o.endpointMap, "nft-endpoint-map", false, "DNAT through shared endpoint data maps when no per-endpoint chain is needed (userspace datapath, no session affinity): an endpoint replaced is a map element update, which the kernel commits without re-validating the table")
@@ -146,11 +146,22 @@ func run(parent context.Context, o *options) error {
 	}
 	a, err := agent.New(agent.Config{
 		NodeName: o.nodeName, NodeIP: nodeIP, Datapath: dp, StatusRefresh: o.statusRefresh, InlineEndpoints: o.inlineEndpoints, EndpointMap: o.endpointMap,
-		Underlay: ovs.UnderlaySpec{Bridge: o.underlayBridge, NIC: o.underlayNIC, DatapathType: string(dp)},
+		Underlay:               ovs.UnderlaySpec{Bridge: o.underlayBridge, NIC: o.underlayNIC, DatapathType: string(dp)},
+		ServiceMinSyncInterval: o.minSyncInterval, ServiceSyncPeriod: o.syncPeriod,
 	}, cache, writer, sw, deps.links, deps.nft, metrics, logger)
 	if err != nil {
 		return err
 	}
+	// Service NAT runs in its own loop, fed by its own informers: a Service change never waits for (or
+	// causes) an OVS sync.
+	if err := agent.StartServiceWatches(ctx, restCfg, a.Services()); err != nil {
+		return err
+	}
+	servicesDone := make(chan struct{})
+	go func() {
+		defer close(servicesDone)
+		a.Services().Run(ctx)
+	}()
 	runner = agent.NewRunner(o.minSyncInterval, o.syncPeriod, time.Second, a.Sync)
 	pods := agent.NewPodStore(runner.Trigger)
 	a.SetPodStore(pods)
@@ -181,6 +192,7 @@ func run(parent context.Context, o *options) error {
 		defer func() { _ = srv.Close() }()
 	}
 	runner.Run(ctx)
+	<-servicesDone
 	<-confListDone
 	logger.Info("Stopped the node agent; the data plane stays as it is", "reason", ctx.Err())
 	return nil

@@ -7,14 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -63,6 +62,9 @@ type Config struct {
 	// endpoint replaced by another is an element update that nf_tables commits without re-validating the
 	// table (internal/render/nftables).
 	EndpointMap bool
+	// ServiceMinSyncInterval and ServiceSyncPeriod are the Service proxy's runner intervals (see
+	// ServiceProxyConfig); zero means its defaults.
+	ServiceMinSyncInterval, ServiceSyncPeriod time.Duration
 }
 
 // nftLayout names the nftables endpoint layout for status, empty for the default (a chain per endpoint).
@@ -88,17 +90,21 @@ type Agent struct {
 	metrics *Metrics
 	log     logr.Logger
 
-	// services and renderer keep the last build and rendering per Service, so a sync after one change
-	// rebuilds and re-renders only that Service; only the runner's goroutine uses them.
-	services   model.ServiceBuilder
-	renderer   *nftables.Renderer
-	lastSynced time.Time
+	// services programs Service NAT in its own loop; the node's sync hands it the node facts.
+	services *ServiceProxy
 
 	mu       sync.Mutex
 	lastView *model.NodeView
 	lastErr  error
 	synced   bool
 	changeAt time.Time // when the oldest unapplied API change was seen
+	// nodeReport is the last sync's report without the Service part; nodeSummary and nodeSkipped are
+	// its message's parts, so that a Service sync can rewrite the status with new counts.
+	nodeReport  SyncReport
+	nodeSummary string
+	nodeSkipped []string
+	// reportMu serialises status writes from the node loop and the Service loop.
+	reportMu sync.Mutex
 }
 
 // New returns an agent; reader is a cache of the watched objects, writer writes HostSubnet status.
@@ -116,10 +122,17 @@ func New(cfg Config, reader client.Reader, writer client.Client, sw ovs.Interfac
 		cfg.StatusRefresh = time.Minute
 	}
 	a := &Agent{cfg: cfg, reader: reader, writer: writer, ovs: sw, links: links, nft: nft,
-		metrics: metrics, log: log.WithValues("node", cfg.NodeName),
-		renderer: nftables.NewRenderer(nftables.Options{InlineEndpoints: cfg.InlineEndpoints, EndpointMap: cfg.EndpointMap})}
+		metrics: metrics, log: log.WithValues("node", cfg.NodeName)}
+	a.services = NewServiceProxy(ServiceProxyConfig{
+		Render:          nftables.Options{InlineEndpoints: cfg.InlineEndpoints, EndpointMap: cfg.EndpointMap},
+		MinSyncInterval: cfg.ServiceMinSyncInterval, SyncPeriod: cfg.ServiceSyncPeriod,
+	}, nft, metrics, a.log.WithName("services"))
+	a.services.OnStatus = a.servicesChanged
 	return a, nil
 }
+
+// Services returns the agent's Service proxy: connect it to its informers (StartServiceWatches) and Run it.
+func (a *Agent) Services() *ServiceProxy { return a.services }
 
 // SetPodStore connects the store of local pods whose flows the agent renders.
 func (a *Agent) SetPodStore(p *PodStore) { a.pods = p }
@@ -140,8 +153,12 @@ func (a *Agent) View() *model.NodeView {
 	return a.lastView
 }
 
-// Healthy reports whether the node has converged at least once and the last sync succeeded.
+// Healthy reports whether the node has converged at least once and the last syncs of the node and of
+// Service NAT succeeded. Pods do not wait for the first Service sync (as they do not wait for kube-proxy).
 func (a *Agent) Healthy() error {
+	if err := a.services.Status().Err; err != nil {
+		return err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.synced {
@@ -187,11 +204,60 @@ func (a *Agent) Sync(ctx context.Context) error {
 	}
 	if report.Reason != "" {
 		report.Time = time.Now()
-		if serr := a.reportStatus(ctx, report); serr != nil {
+		a.mu.Lock()
+		a.nodeReport = report
+		a.mu.Unlock()
+		if serr := a.reportStatus(ctx, a.withServices(report, a.services.Status())); serr != nil {
 			a.log.Error(serr, "Failed to report the node's status")
 		}
 	}
 	return err
+}
+
+// servicesChanged rewrites the node's status after a Service sync changed its counts, errors or skipped
+// objects; it is the Service proxy's OnStatus.
+func (a *Agent) servicesChanged(ctx context.Context, st ServiceStatus) {
+	a.mu.Lock()
+	report := a.nodeReport
+	a.mu.Unlock()
+	if report.Reason == "" {
+		return // the node loop reports first
+	}
+	report.Time = time.Now()
+	if err := a.reportStatus(ctx, a.withServices(report, st)); err != nil {
+		a.log.Error(err, "Failed to report the node's status")
+	}
+}
+
+// withServices completes a node report of a programmed node with the Service proxy's part: the rule
+// count, the Service objects left out, and a failed Service sync.
+func (a *Agent) withServices(r SyncReport, st ServiceStatus) SyncReport {
+	if r.Reason != ReasonProgrammed && r.Reason != ReasonPartiallyProgrammed {
+		return r
+	}
+	a.mu.Lock()
+	summary, skipped := a.nodeSummary, a.nodeSkipped
+	a.mu.Unlock()
+	r.NFTRules = st.Rules
+	if st.Err != nil {
+		r.Reason, r.Message = ReasonApplyFailed, st.Err.Error()
+		return r
+	}
+	r.Message = summary + fmt.Sprintf(", %d nftables rules and elements", st.Rules)
+	if !st.Synced {
+		r.Message = summary + ", Service NAT not programmed yet"
+	}
+	msgs := slices.Clone(skipped)
+	for _, s := range st.Skipped {
+		msgs = append(msgs, s.Error())
+	}
+	a.metrics.SkippedObjects.Set(float64(len(msgs)))
+	r.Reason = ReasonProgrammed
+	if len(msgs) > 0 {
+		r.Reason = ReasonPartiallyProgrammed
+		r.Message += "; left out: " + strings.Join(msgs, "; ")
+	}
+	return r
 }
 
 // sync is one pass of observe → model → render → apply; the report says what to put into the status.
@@ -277,52 +343,28 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 	}
 	a.recordFlows(flows, res)
 
-	t = time.Now()
-	var services corev1.ServiceList
-	var slices discoveryv1.EndpointSliceList
-	if err := a.reader.List(ctx, &services); err != nil {
-		return SyncReport{}, nil, fmt.Errorf("failed to list Services: %w", err)
-	}
-	if err := a.reader.List(ctx, &slices); err != nil {
-		return SyncReport{}, nil, fmt.Errorf("failed to list EndpointSlices: %w", err)
-	}
-	in := model.NewServiceInput(model.ServiceNodeFromView(view), services.Items, slices.Items)
-	set, err := a.services.Build(in)
-	if err != nil {
-		return a.failed(own, ReasonInvalidConfiguration, err), nil, fmt.Errorf("failed to build the Service model: %w", err)
-	}
-	view.Skipped = append(view.Skipped, set.Skipped...)
-	var triggers []time.Time
-	for _, es := range in.EndpointSlices {
-		if at, ok := model.LastChangeTriggerTime(es); ok && at.After(a.lastSynced) {
-			triggers = append(triggers, at)
-		}
-	}
-	a.lastSynced = time.Now()
-	rules, err := a.nft.Sync(ctx, a.renderer.Render(set), triggers...)
-	a.metrics.SyncDuration.WithLabelValues("nftables").Observe(time.Since(t).Seconds())
-	if err != nil {
-		a.metrics.SyncErrors.WithLabelValues("nftables").Inc()
-		return a.failed(own, ReasonApplyFailed, err), nil, fmt.Errorf("failed to program Service NAT: %w", err)
-	}
+	// Service NAT is the Service proxy's loop; new node facts make it rebuild every Service.
+	a.services.SetNode(model.ServiceNodeFromView(view))
 
 	a.metrics.RemoteNodes.Set(float64(len(view.RemoteNodes)))
 	a.metrics.LocalPods.Set(float64(len(view.LocalPods)))
-	a.metrics.SkippedObjects.Set(float64(len(view.Skipped)))
 	report := SyncReport{
-		Generation: own.Generation, Flows: len(flows), NFTRules: rules, StateHash: stateHash(flows),
+		Generation: own.Generation, Flows: len(flows), StateHash: stateHash(flows),
 		MTU: view.MTU, Datapath: string(view.Datapath), NFTLayout: a.cfg.nftLayout(), Reason: ReasonProgrammed,
-		Message: fmt.Sprintf("%d flows, %d remote nodes, %d local pods, %d nftables rules and elements", len(flows), len(view.RemoteNodes), len(view.LocalPods), rules),
 	}
+	var msgs []string
 	if len(view.Skipped) > 0 {
-		msgs := make([]string, 0, len(view.Skipped))
+		msgs = make([]string, 0, len(view.Skipped))
 		for _, s := range view.Skipped {
 			msgs = append(msgs, s.Error())
 		}
 		report.Reason = ReasonPartiallyProgrammed
-		report.Message += "; left out: " + strings.Join(msgs, "; ")
 		a.log.Info("Left invalid objects out of the node's state", "skipped", msgs, "reason", "they conflict with other objects or are invalid")
 	}
+	a.mu.Lock()
+	a.nodeSummary = fmt.Sprintf("%d flows, %d remote nodes, %d local pods", len(flows), len(view.RemoteNodes), len(view.LocalPods))
+	a.nodeSkipped = msgs
+	a.mu.Unlock()
 	return report, view, nil
 }
 
@@ -350,6 +392,8 @@ func (a *Agent) recordFlows(flows openflow.FlowSet, res ovs.SyncResult) {
 
 // reportStatus writes the agent's part of its HostSubnet status when it changed.
 func (a *Agent) reportStatus(ctx context.Context, r SyncReport) error {
+	a.reportMu.Lock()
+	defer a.reportMu.Unlock()
 	hs := &v1alpha1.HostSubnet{}
 	if err := a.reader.Get(ctx, client.ObjectKey{Name: a.cfg.NodeName}, hs); err != nil {
 		if apierrors.IsNotFound(err) {

@@ -82,6 +82,7 @@ func newTestAgent(t *testing.T, objs ...client.Object) *testAgent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ta.Services().SetSource(noServices{}, nil)
 	return ta
 }
 
@@ -92,6 +93,9 @@ func TestSyncProgramsTheNodeAndReports(t *testing.T) {
 		makeTestHostSubnet("node2", "192.168.100.12", "10.128.2.0/23"))
 	if err := ta.Sync(ctx); err != nil {
 		t.Fatalf("Sync failed: %v", err)
+	}
+	if err := ta.Services().Sync(ctx); err != nil {
+		t.Fatalf("the Service sync failed: %v", err)
 	}
 	view := ta.View()
 	if view == nil || view.MTU != 1450 || len(view.RemoteNodes) != 1 {

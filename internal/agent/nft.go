@@ -23,9 +23,16 @@ var _ RulesetApplier = (*NFTables)(nil)
 
 // Sync is part of RulesetApplier.
 func (n *NFTables) Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (int, error) {
+	_, rules, err := n.SyncResult(ctx, desired, triggerTimes...)
+	return rules, err
+}
+
+// SyncResult is Sync that also returns what the transaction did (messages, kernel time), for the Service
+// proxy's per-sync figures.
+func (n *NFTables) SyncResult(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (nft.Result, int, error) {
 	res, err := n.Interface.Sync(ctx, desired, triggerTimes...)
 	if err != nil {
-		return 0, err
+		return res, 0, err
 	}
 	if res.Full && n.synced {
 		n.Log.Info("Rewrote table ip vxflow", "reason", res.Reason, "messages", res.Messages)
@@ -38,5 +45,5 @@ func (n *NFTables) Sync(ctx context.Context, desired *nftables.Ruleset, triggerT
 	}
 	n.synced = true
 	_, _, rules, elements := desired.Counts()
-	return rules + elements, nil
+	return res, rules + elements, nil
 }

@@ -110,6 +110,10 @@ func TestAgentOnARealNode(t *testing.T) {
 	if err := a.Sync(ctx); err != nil {
 		t.Fatalf("the first sync failed: %v", err)
 	}
+	a.Services().SetSource(noServices{}, nil)
+	if err := a.Services().Sync(ctx); err != nil {
+		t.Fatalf("the first Service sync failed: %v", err)
+	}
 	want, err := openflow.Render(a.View())
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +181,7 @@ func TestAgentOnARealNode(t *testing.T) {
 		if out, err := exec.Command("ip", "netns", "exec", node.ovs.NetNS, "nft", "delete", "table", "ip", "vxflow").CombinedOutput(); err != nil {
 			t.Fatalf("failed to delete the table: %v: %s", err, out)
 		}
-		if err := a.Sync(ctx); err != nil {
+		if err := a.Services().Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if !strings.Contains(nftList(t, node), "table ip vxflow") {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -28,11 +26,10 @@ func Scheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
-// watchedTypes are the objects whose changes change the node's desired state.
+// watchedTypes are the objects whose changes change the node's OVS flows, links and routes; Services and
+// EndpointSlices are the ServiceProxy's (StartServiceWatches).
 func watchedTypes() []client.Object {
-	return []client.Object{
-		&v1alpha1.ClusterNetwork{}, &v1alpha1.HostSubnet{}, &corev1.Service{}, &discoveryv1.EndpointSlice{},
-	}
+	return []client.Object{&v1alpha1.ClusterNetwork{}, &v1alpha1.HostSubnet{}}
 }
 
 // StartWatches starts informers on the watched types, calls onChange for every change that can alter the

@@ -7,15 +7,17 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vxflow/vxflow/internal/agent"
 	"github.com/vxflow/vxflow/internal/apply/nft"
 	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/render/nftables"
@@ -23,20 +25,30 @@ import (
 
 // syncReport is one line the driver prints per sync, read by the orchestrator.
 type syncReport struct {
-	Full       bool    `json:"full"`
-	Services   int     `json:"services"`
-	BuildMs    float64 `json:"buildMs"`
-	RenderMs   float64 `json:"renderMs"`
-	SyncMs     float64 `json:"syncMs"`
-	KernelMs   float64 `json:"kernelMs"`
-	Messages   int     `json:"messages"`
+	// Full is the applier's full rewrite of the table; FullBuild the model's full rebuild.
+	Full      bool `json:"full"`
+	FullBuild bool `json:"fullBuild"`
+	Services  int  `json:"services"`
+	Changed   int  `json:"changed"`
+	// BuildMs, RenderMs and SyncMs are the Go phases; KernelMs is the part of SyncMs inside the kernel.
+	BuildMs  float64 `json:"buildMs"`
+	RenderMs float64 `json:"renderMs"`
+	SyncMs   float64 `json:"syncMs"`
+	KernelMs float64 `json:"kernelMs"`
+	// EventToKernelMs is from the first informer event that dirtied the sync to the kernel's commit.
+	EventToKernelMs float64 `json:"eventToKernelMs"`
+	Messages        int     `json:"messages"`
+	// HeapMiB and SysMiB are the Go heap in use and the memory obtained from the OS after the sync.
+	HeapMiB    float64 `json:"heapMiB"`
+	SysMiB     float64 `json:"sysMiB"`
 	Error      string  `json:"error,omitempty"`
 	UnixMillis int64   `json:"unixMillis"`
 }
 
-// runDriver is the vxflow side of the benchmark: the informer-to-kernel path the agent will have (watch
-// Services and EndpointSlices, coalesce, build the model, render, sync), run in the node's namespace.
-func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Options) error {
+// runDriver is the vxflow side of the benchmark: the agent's own Service proxy (agent.ServiceProxy fed by
+// agent.StartServiceWatches, as cmd/vxflow-agent runs it) in the node's namespace. heapProfile, when set,
+// receives a heap profile when the driver is stopped.
+func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Options, heapProfile string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -44,76 +56,62 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Opt
 		return fmt.Errorf("failed to load kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 1000, 1000
-	// Protobuf, as kube-proxy uses by default (clientConnection.contentType).
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
 	syncer, err := nft.NewSyncer(nft.Options{})
 	if err != nil {
 		return err
 	}
 	defer syncer.Close()
 
-	factory := informers.NewSharedInformerFactory(client, 0)
-	svcs := factory.Core().V1().Services()
-	slices := factory.Discovery().V1().EndpointSlices()
-	dirty := make(chan struct{}, 1)
-	trigger := func(any) {
-		select {
-		case dirty <- struct{}{}:
-		default:
+	// The same pieces and settings as vxflow-agent: its metrics, its nftables adapter, its default
+	// --min-sync-interval and --sync-period.
+	metrics := agent.NewMetrics(prometheus.NewRegistry())
+	proxy := agent.NewServiceProxy(agent.ServiceProxyConfig{Render: opts, MinSyncInterval: 20 * time.Millisecond, SyncPeriod: 3 * time.Second},
+		&agent.NFTables{Interface: syncer, Log: logr.Discard(), Metrics: metrics}, metrics, logr.Discard())
+	var mu sync.Mutex
+	enc := json.NewEncoder(os.Stdout)
+	proxy.OnSync = func(s agent.SyncStats) {
+		if !s.Built && s.Messages == 0 && s.Err == nil {
+			return // the periodic drift check found nothing to do
 		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		r := syncReport{Full: s.FullApply, FullBuild: s.Full, Services: s.Services, Changed: s.Changed,
+			BuildMs: msOf(s.Build), RenderMs: msOf(s.Render), SyncMs: msOf(s.Apply), KernelMs: msOf(s.Kernel),
+			EventToKernelMs: msOf(s.EventToKernel), Messages: s.Messages,
+			HeapMiB: float64(ms.HeapInuse) / (1 << 20), SysMiB: float64(ms.Sys) / (1 << 20), UnixMillis: time.Now().UnixMilli()}
+		if s.Err != nil {
+			r.Error = s.Err.Error()
+		}
+		mu.Lock()
+		_ = enc.Encode(r)
+		mu.Unlock()
 	}
-	handler := cache.ResourceEventHandlerFuncs{AddFunc: trigger, UpdateFunc: func(_, n any) { trigger(n) }, DeleteFunc: trigger}
-	if _, err := svcs.Informer().AddEventHandler(handler); err != nil {
-		return err
-	}
-	if _, err := slices.Informer().AddEventHandler(handler); err != nil {
-		return err
-	}
-	factory.Start(ctx.Done())
-	factory.WaitForCacheSync(ctx.Done())
-
-	node := model.ServiceNode{
+	proxy.SetNode(model.ServiceNode{
 		Name:           nodeName,
 		IPs:            []netip.Addr{nodeIP},
 		ClusterCIDRs:   []netip.Prefix{netip.MustParsePrefix(clusterCIDR)},
 		ServiceNetwork: netip.MustParsePrefix(serviceCIDR),
 		Datapath:       model.DatapathNetdev,
+	})
+	if err := agent.StartServiceWatches(ctx, cfg, proxy); err != nil {
+		return err
 	}
-	enc := json.NewEncoder(os.Stdout)
-	// The builder and renderer remember the previous sync, so that one changed object costs a pass over
-	// the lists plus that Service, as in the agent.
-	var builder model.ServiceBuilder
-	renderer := nftables.NewRenderer(opts)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-dirty:
-		}
-		t0 := time.Now()
-		svcList, _ := svcs.Lister().List(labels.Everything())
-		esList, _ := slices.Lister().List(labels.Everything())
-		set, err := builder.Build(model.ServiceInput{Node: node, Services: svcList, EndpointSlices: esList})
-		if err != nil {
-			return err
-		}
-		t1 := time.Now()
-		rs := renderer.Render(set)
-		t2 := time.Now()
-		res, err := syncer.Sync(ctx, rs)
-		t3 := time.Now()
-		r := syncReport{Full: res.Full, Services: len(set.Services), BuildMs: ms(t1.Sub(t0)), RenderMs: ms(t2.Sub(t1)),
-			SyncMs: ms(t3.Sub(t2)), KernelMs: ms(res.KernelDuration), Messages: res.Messages, UnixMillis: t3.UnixMilli()}
-		if err != nil {
-			r.Error = err.Error()
-		}
-		_ = enc.Encode(r)
+	proxy.Run(ctx)
+	if heapProfile != "" {
+		return writeHeapProfile(heapProfile)
 	}
+	return nil
 }
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+// writeHeapProfile writes the live heap (after a GC) for `go tool pprof`.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	runtime.GC()
+	return pprof.Lookup("heap").WriteTo(f, 0)
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

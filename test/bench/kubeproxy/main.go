@@ -48,7 +48,9 @@ type options struct {
 	inline     bool
 	epMap      bool
 	gogc       string
+	gomemlimit string
 	dump       string
+	heap       string
 }
 
 func main() {
@@ -70,6 +72,8 @@ func main() {
 	flag.BoolVar(&o.inline, "inline-endpoints", false, "render vxflow with nftables.Options.InlineEndpoints")
 	flag.BoolVar(&o.epMap, "endpoint-map", false, "render vxflow with nftables.Options.EndpointMap")
 	flag.StringVar(&o.gogc, "vxflow-gogc", "", "GOGC for the vxflow driver (default: Go's)")
+	flag.StringVar(&o.gomemlimit, "vxflow-gomemlimit", "", "GOMEMLIMIT for the vxflow driver (default: none)")
+	flag.StringVar(&o.heap, "vxflow-heap-profile", "", "write the vxflow driver's heap profile (live objects at the end of the run) to this file")
 	flag.StringVar(&o.dump, "dump", "", "write both rulesets, once programmed, to <dump>.kube-proxy.nft and <dump>.vxflow.nft")
 	flag.Parse()
 
@@ -77,7 +81,7 @@ func main() {
 	switch o.phase {
 	case "driver":
 		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP),
-			nftables.Options{InlineEndpoints: o.inline, EndpointMap: o.epMap})
+			nftables.Options{InlineEndpoints: o.inline, EndpointMap: o.epMap}, o.heap)
 	case "run":
 		err = run(o)
 	case "":
@@ -100,6 +104,11 @@ func setup(o options) error {
 	var err error
 	if o.assets, err = filepath.Abs(o.assets); err != nil {
 		return err
+	}
+	if o.heap != "" {
+		if o.heap, err = filepath.Abs(o.heap); err != nil {
+			return err
+		}
 	}
 	if o.kubeProxy == "" {
 		o.kubeProxy = filepath.Join(o.assets, "kube-proxy")
@@ -165,7 +174,7 @@ func setup(o options) error {
 		fmt.Sprintf("-services=%d", o.services), fmt.Sprintf("-endpoints=%d", o.endpoints),
 		fmt.Sprintf("-changes=%d", o.changes), fmt.Sprintf("-workers=%d", o.workers),
 		"-assets=" + o.assets, "-kube-proxy=" + o.kubeProxy, "-out=" + o.out,
-		fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap), "-vxflow-gogc=" + o.gogc, "-dump=" + o.dump,
+		fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap), "-vxflow-gogc=" + o.gogc, "-vxflow-gomemlimit=" + o.gomemlimit, "-vxflow-heap-profile=" + o.heap, "-dump=" + o.dump,
 		"-ns-cp=" + o.nsCP, "-ns-kp=" + o.nsKP, "-ns-vx=" + o.nsVX}
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -53,11 +55,14 @@ type results struct {
 	Events                             map[string][]string
 	VXFullSync                         syncReport
 	VXChangeSyncs                      []syncReport
+	// KubeProxyChanges are kube-proxy's own histograms over the single-endpoint changes alone (the
+	// difference of two scrapes around them), by metric name without the kubeproxy_ prefix.
+	KubeProxyChanges map[string]*histogram
 }
 
 func run(o options) error {
 	ctx := context.Background()
-	gogc = o.gogc
+	gogc, gomemlimit = o.gogc, o.gomemlimit
 	if err := os.Setenv("KUBEBUILDER_ASSETS", o.assets); err != nil {
 		return err
 	}
@@ -179,6 +184,7 @@ func run(o options) error {
 		}
 	}
 
+	kpBefore, kpErr := scrapeKubeProxy(o.nsKP)
 	step("timing %d single-endpoint changes", o.changes)
 	ips := []string{probeB, probeA}
 	monitorAt := o.changes / 2
@@ -221,8 +227,18 @@ func run(o options) error {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	if v, err := kubeProxyMetrics(o.nsKP); err == nil {
-		res.KubeProxySyncSeconds = v
+	if after, err := scrapeKubeProxy(o.nsKP); err == nil {
+		for name, h := range after {
+			if strings.HasPrefix(name, "sync_") {
+				res.KubeProxySyncSeconds[name+"_sum"], res.KubeProxySyncSeconds[name+"_count"] = h.Sum, h.Count
+			}
+		}
+		if kpErr == nil {
+			res.KubeProxyChanges = map[string]*histogram{}
+			for name, h := range after {
+				res.KubeProxyChanges[name] = h.minus(kpBefore[name])
+			}
+		}
 	} else {
 		step("could not read kube-proxy's metrics: %v", err)
 	}
@@ -464,12 +480,13 @@ func startDriver(o options, work, kubeconfig string) (*proxy, error) {
 		return nil, err
 	}
 	p, err := startProxy("vxflow", o.nsVX, work, self, "-phase=driver", "-driver-kubeconfig="+kubeconfig, "-node=vx-node",
-		"-node-ip="+vxAddr, fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap))
+		"-node-ip="+vxAddr, fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap),
+		"-vxflow-heap-profile="+o.heap)
 	return p, err
 }
 
-// gogc is the -vxflow-gogc setting.
-var gogc string
+// gogc and gomemlimit are the -vxflow-gogc and -vxflow-gomemlimit settings.
+var gogc, gomemlimit string
 
 func startProxy(name, ns, work, bin string, args ...string) (*proxy, error) {
 	log, err := os.Create(filepath.Join(work, name+".log"))
@@ -478,8 +495,14 @@ func startProxy(name, ns, work, bin string, args ...string) (*proxy, error) {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
-	if name == "vxflow" && gogc != "" {
-		cmd.Env = append(os.Environ(), "GOGC="+gogc)
+	if name == "vxflow" {
+		cmd.Env = os.Environ()
+		if gogc != "" {
+			cmd.Env = append(cmd.Env, "GOGC="+gogc)
+		}
+		if gomemlimit != "" {
+			cmd.Env = append(cmd.Env, "GOMEMLIMIT="+gomemlimit)
+		}
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("failed to start %s: %w", name, err)
@@ -608,8 +631,55 @@ func (m *monitor) stop() []string {
 	return events
 }
 
-// kubeProxyMetrics reads kube-proxy's own sync durations from its metrics endpoint in its namespace.
-func kubeProxyMetrics(ns string) (map[string]float64, error) {
+// histogram is one Prometheus histogram as scraped: cumulative counts by upper bound, sum and count.
+type histogram struct {
+	Buckets    map[float64]float64
+	Sum, Count float64
+}
+
+// minus returns h - before (the observations made between two scrapes).
+func (h *histogram) minus(before *histogram) *histogram {
+	out := &histogram{Buckets: map[float64]float64{}, Sum: h.Sum, Count: h.Count}
+	for le, n := range h.Buckets {
+		out.Buckets[le] = n
+	}
+	if before != nil {
+		out.Sum -= before.Sum
+		out.Count -= before.Count
+		for le, n := range before.Buckets {
+			out.Buckets[le] -= n
+		}
+	}
+	return out
+}
+
+// quantile estimates the q-quantile as Prometheus' histogram_quantile does (linear within a bucket).
+func (h *histogram) quantile(q float64) float64 {
+	if h == nil || h.Count <= 0 {
+		return 0
+	}
+	les := slices.Sorted(maps.Keys(h.Buckets))
+	rank := q * h.Count
+	prevLE, prevN := 0.0, 0.0
+	for _, le := range les {
+		n := h.Buckets[le]
+		if n >= rank {
+			if math.IsInf(le, 1) {
+				return prevLE
+			}
+			if n == prevN {
+				return le
+			}
+			return prevLE + (le-prevLE)*(rank-prevN)/(n-prevN)
+		}
+		prevLE, prevN = le, n
+	}
+	return prevLE
+}
+
+// scrapeKubeProxy reads kube-proxy's sync and network programming histograms from its metrics endpoint
+// in its namespace, summed over their labels, by name without the kubeproxy_ prefix.
+func scrapeKubeProxy(ns string) (map[string]*histogram, error) {
 	var body string
 	err := inNetNS(ns, func() error {
 		c, err := net.DialTimeout("tcp4", "127.0.0.1:10249", time.Second)
@@ -625,15 +695,49 @@ func kubeProxyMetrics(ns string) (map[string]float64, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]float64{}
+	names := []string{"network_programming_duration_seconds", "sync_proxy_rules_duration_seconds",
+		"sync_full_proxy_rules_duration_seconds", "sync_partial_proxy_rules_duration_seconds"}
+	out := map[string]*histogram{}
 	for _, l := range strings.Split(body, "\n") {
-		for _, m := range []string{"kubeproxy_sync_full_proxy_rules_duration_seconds", "kubeproxy_sync_partial_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_duration_seconds"} {
-			for _, suffix := range []string{"_sum", "_count"} {
-				if strings.HasPrefix(l, m+suffix+" ") || strings.HasPrefix(l, m+suffix+"{") {
-					f := strings.Fields(l)
-					v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-					out[strings.TrimPrefix(m, "kubeproxy_")+suffix] += v
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		for _, name := range names {
+			m := "kubeproxy_" + name
+			if !strings.HasPrefix(l, m+"_") {
+				continue
+			}
+			f := strings.Fields(l)
+			if len(f) < 2 {
+				continue
+			}
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				continue
+			}
+			h := out[name]
+			if h == nil {
+				h = &histogram{Buckets: map[float64]float64{}}
+				out[name] = h
+			}
+			rest := strings.TrimPrefix(f[0], m+"_")
+			switch {
+			case strings.HasPrefix(rest, "sum"):
+				h.Sum += v
+			case strings.HasPrefix(rest, "count"):
+				h.Count += v
+			case strings.HasPrefix(rest, "bucket"):
+				i := strings.Index(rest, `le="`)
+				if i < 0 {
+					continue
 				}
+				leStr := rest[i+4:]
+				leStr = leStr[:strings.IndexByte(leStr, '"')]
+				le, err := strconv.ParseFloat(leStr, 64)
+				if err != nil {
+					continue
+				}
+				h.Buckets[le] += v
 			}
 		}
 	}
@@ -682,6 +786,14 @@ func report(r results, o options) {
 		slices.Sort(s)
 		return s[(len(s)*9)/10-boolInt(len(s)%10 == 0)]
 	}
+	p99 := func(v []float64) float64 {
+		if len(v) == 0 {
+			return 0
+		}
+		s := slices.Clone(v)
+		slices.Sort(s)
+		return s[min(len(s)-1, (len(s)*99)/100)]
+	}
 	ratio := func(kp, vx float64) string {
 		if vx == 0 {
 			return "-"
@@ -706,14 +818,37 @@ func report(r results, o options) {
 	fs := r.VXFullSync
 	fmt.Printf("vxflow first sync: build %.0fms, render %.0fms, sync %.0fms (kernel %.0fms), %d messages\n",
 		fs.BuildMs, fs.RenderMs, fs.SyncMs, fs.KernelMs, fs.Messages)
-	if len(r.VXChangeSyncs) > 0 {
-		var b, rd, s, k, m []float64
-		for _, c := range r.VXChangeSyncs {
-			b, rd, s, k, m = append(b, c.BuildMs), append(rd, c.RenderMs), append(s, c.SyncMs), append(k, c.KernelMs), append(m, float64(c.Messages))
+	var b, rd, s, k, m, e2k []float64
+	for _, c := range r.VXChangeSyncs {
+		if c.Changed == 0 {
+			continue // a re-apply (stale chains deleted), not an event's sync
 		}
-		fmt.Printf("vxflow change syncs (median of %d): build %.1fms, render %.1fms, sync %.1fms (kernel %.1fms), %.0f messages\n",
-			len(r.VXChangeSyncs), med(b), med(rd), med(s), med(k), med(m))
+		b, rd, s, k, m = append(b, c.BuildMs), append(rd, c.RenderMs), append(s, c.SyncMs), append(k, c.KernelMs), append(m, float64(c.Messages))
+		e2k = append(e2k, c.EventToKernelMs)
 	}
+	if len(b) > 0 {
+		fmt.Printf("vxflow change syncs (median of %d): build %.2fms, render %.2fms, sync %.2fms (kernel %.2fms), %.0f messages\n",
+			len(b), med(b), med(rd), med(s), med(k), med(m))
+		fmt.Printf("vxflow event -> kernel (informer event to nf_tables commit): median %.2fms, p99 %.2fms\n", med(e2k), p99(e2k))
+	}
+	if fs.HeapMiB > 0 {
+		fmt.Printf("vxflow Go heap after the first sync: %.0f MiB in use, %.0f MiB from the OS\n", fs.HeapMiB, fs.SysMiB)
+	}
+	if h := r.KubeProxyChanges; h != nil {
+		np, part := h["network_programming_duration_seconds"], h["sync_partial_proxy_rules_duration_seconds"]
+		all := h["sync_proxy_rules_duration_seconds"]
+		fmt.Printf("kube-proxy over the changes (its histograms): network_programming median %.1fms p99 %.1fms (%.0f observations); "+
+			"sync_proxy_rules median %.1fms p99 %.1fms (%.0f syncs, %.0f partial)\n",
+			1000*np.quantile(0.5), 1000*np.quantile(0.99), count(np), 1000*all.quantile(0.5), 1000*all.quantile(0.99), count(all), count(part))
+	}
+}
+
+// count is a histogram's number of observations, 0 for none.
+func count(h *histogram) float64 {
+	if h == nil {
+		return 0
+	}
+	return h.Count
 }
 
 func boolInt(b bool) int {

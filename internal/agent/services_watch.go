@@ -1,0 +1,215 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/vxflow/vxflow/internal/model"
+)
+
+// labelServiceProxyName marks a Service (and its EndpointSlices) as handled by another proxy; kube-proxy
+// ignores such objects, and so does vxflow.
+const labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
+// indexByService indexes EndpointSlices by their Service's namespace/name.
+const indexByService = "service"
+
+// serviceSelector is kube-proxy's: no Services of another proxy, no headless Services' slices.
+func serviceSelector() (string, error) {
+	noProxyName, err := labels.NewRequirement(labelServiceProxyName, selection.DoesNotExist, nil)
+	if err != nil {
+		return "", err
+	}
+	noHeadless, err := labels.NewRequirement(corev1.IsHeadlessService, selection.DoesNotExist, nil)
+	if err != nil {
+		return "", err
+	}
+	return labels.NewSelector().Add(*noProxyName, *noHeadless).String(), nil
+}
+
+// StartServiceWatches starts the Service and EndpointSlice informers that feed p (protobuf, kube-proxy's
+// label selector, objects trimmed to what the model reads), waits for them to sync and connects p to
+// their stores. Every event marks its Service dirty in p.
+func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy) error {
+	cfg = rest.CopyConfig(cfg)
+	// Protobuf, as kube-proxy uses: about half of JSON's decoding time and garbage for these lists.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("failed to create the Service watch client: %w", err)
+	}
+	sel, err := serviceSelector()
+	if err != nil {
+		return fmt.Errorf("failed to build the Service label selector: %w", err)
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }),
+		informers.WithTransform(trimForServiceModel))
+	svcInf := factory.Core().V1().Services().Informer()
+	esInf := factory.Discovery().V1().EndpointSlices().Informer()
+	if err := esInf.AddIndexers(toolscache.Indexers{indexByService: func(obj any) ([]string, error) {
+		if key := sliceServiceKey(obj); key != "" {
+			return []string{key}, nil
+		}
+		return nil, nil
+	}}); err != nil {
+		return fmt.Errorf("failed to index EndpointSlices by Service: %w", err)
+	}
+	if _, err := svcInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { p.Changed(objectKey(obj)) },
+		UpdateFunc: func(_, obj any) {
+			p.Changed(objectKey(obj))
+		},
+		DeleteFunc: func(obj any) { p.Changed(objectKey(obj)) },
+	}); err != nil {
+		return fmt.Errorf("failed to watch Services: %w", err)
+	}
+	if _, err := esInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { p.Changed(sliceServiceKey(obj)) },
+		UpdateFunc: func(oldObj, obj any) {
+			// A slice relabelled to another Service changes both.
+			if o, n := sliceServiceKey(oldObj), sliceServiceKey(obj); o != n {
+				p.Changed(o, n)
+			} else {
+				p.Changed(n)
+			}
+		},
+		DeleteFunc: func(obj any) { p.Changed(sliceServiceKey(obj)) },
+	}); err != nil {
+		return fmt.Errorf("failed to watch EndpointSlices: %w", err)
+	}
+	factory.Start(ctx.Done())
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("failed to sync the %v informer: %w", typ, ctx.Err())
+		}
+	}
+	src := &informerSource{services: svcInf.GetIndexer(), slices: esInf.GetIndexer()}
+	p.SetSource(src, src.triggerTimes)
+	return nil
+}
+
+// informerSource is the model.ServiceSource over the informers' stores: no copies, no lists.
+type informerSource struct {
+	services, slices toolscache.Indexer
+}
+
+var _ model.ServiceSource = (*informerSource)(nil)
+
+func (s *informerSource) ServiceKeys() []string { return s.services.ListKeys() }
+
+func (s *informerSource) Service(key string) *corev1.Service {
+	obj, ok, err := s.services.GetByKey(key)
+	if err != nil || !ok {
+		return nil
+	}
+	svc, _ := obj.(*corev1.Service)
+	return svc
+}
+
+func (s *informerSource) EndpointSlices(key string) []*discoveryv1.EndpointSlice {
+	objs, err := s.slices.ByIndex(indexByService, key)
+	if err != nil {
+		return nil
+	}
+	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
+	for _, o := range objs {
+		if es, ok := o.(*discoveryv1.EndpointSlice); ok {
+			out = append(out, es)
+		}
+	}
+	return out
+}
+
+// triggerTimes returns the last-change-trigger-times of a Service's EndpointSlices.
+func (s *informerSource) triggerTimes(key string) []time.Time {
+	var out []time.Time
+	for _, es := range s.EndpointSlices(key) {
+		if at, ok := model.LastChangeTriggerTime(es); ok {
+			out = append(out, at)
+		}
+	}
+	return out
+}
+
+// objectKey is the namespace/name of an object or of a deleted object's tombstone.
+func objectKey(obj any) string {
+	key, err := toolscache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		return ""
+	}
+	return key
+}
+
+// sliceServiceKey is the namespace/name of an EndpointSlice's Service (also for a tombstone), empty when
+// it has none.
+func sliceServiceKey(obj any) string {
+	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return ""
+	}
+	name := es.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return ""
+	}
+	return es.Namespace + "/" + name
+}
+
+// trimForServiceModel drops, before an object is stored, every field the Service model never reads
+// (managed fields, annotations but the trigger time, labels but the Service name, selectors, endpoint
+// target references, hints, zones, addresses after the first), which is most of an EndpointSlice's size.
+func trimForServiceModel(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Service:
+		trimMeta(&o.ObjectMeta)
+		o.Labels, o.Annotations = nil, nil
+		o.Spec.Selector = nil
+		o.Status.Conditions = nil
+		for i := range o.Spec.Ports {
+			o.Spec.Ports[i].AppProtocol = nil
+		}
+	case *discoveryv1.EndpointSlice:
+		trimMeta(&o.ObjectMeta)
+		if svc, ok := o.Labels[discoveryv1.LabelServiceName]; ok && len(o.Labels) > 1 {
+			o.Labels = map[string]string{discoveryv1.LabelServiceName: svc}
+		}
+		if at, ok := o.Annotations[corev1.EndpointsLastChangeTriggerTime]; ok {
+			if len(o.Annotations) > 1 {
+				o.Annotations = map[string]string{corev1.EndpointsLastChangeTriggerTime: at}
+			}
+		} else {
+			o.Annotations = nil
+		}
+		for i := range o.Ports {
+			o.Ports[i].AppProtocol = nil
+		}
+		for i := range o.Endpoints {
+			e := &o.Endpoints[i]
+			e.TargetRef, e.Hints, e.Zone, e.Hostname, e.DeprecatedTopology = nil, nil, nil, nil, nil
+			if len(e.Addresses) > 1 {
+				e.Addresses = e.Addresses[:1:1]
+			}
+		}
+	}
+	return obj, nil
+}
+
+// trimMeta drops the metadata nothing in the agent reads; name, namespace, UID and resourceVersion stay.
+func trimMeta(m *metav1.ObjectMeta) {
+	m.ManagedFields, m.OwnerReferences, m.Finalizers, m.GenerateName = nil, nil, nil, ""
+}
