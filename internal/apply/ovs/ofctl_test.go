@@ -210,7 +210,7 @@ func TestBundleText(t *testing.T) {
 	if got := strings.Join(runs[0].args, " "); got != wantDump {
 		t.Errorf("dump command = %q, want %q", got, wantDump)
 	}
-	wantBundle := "ovs-ofctl --timeout=5 --bundle add-flow --protocols=OpenFlow13 unix:/run/ovs/br0.mgmt -"
+	wantBundle := "ovs-ofctl --no-names --timeout=5 --bundle add-flow --protocols=OpenFlow13 unix:/run/ovs/br0.mgmt -"
 	if got := strings.Join(runs[1].args, " "); got != wantBundle {
 		t.Errorf("bundle command = %q, want %q", got, wantBundle)
 	}
