@@ -163,8 +163,16 @@ func run(parent context.Context, o *options) error {
 		a.Services().Run(ctx)
 	}()
 	runner = agent.NewRunner(o.minSyncInterval, o.syncPeriod, time.Second, a.Sync)
-	pods := agent.NewPodStore(runner.Trigger)
+	// CNI requests have their own loop: a pod's flows are one bundle diffed against the last sync, and the
+	// requests that arrive while one is applied ride together on the next (no minimum interval).
+	podRunner := agent.NewRunner(0, o.syncPeriod, time.Second, a.SyncPods)
+	pods := agent.NewPodStore(podRunner.Trigger)
 	a.SetPodStore(pods)
+	podsDone := make(chan struct{})
+	go func() {
+		defer close(podsDone)
+		podRunner.Run(ctx)
+	}()
 	if err := deps.startCNI(ctx, a, pods, sw, reg); err != nil {
 		return err
 	}
@@ -192,6 +200,7 @@ func run(parent context.Context, o *options) error {
 		defer func() { _ = srv.Close() }()
 	}
 	runner.Run(ctx)
+	<-podsDone
 	<-servicesDone
 	<-confListDone
 	logger.Info("Stopped the node agent; the data plane stays as it is", "reason", ctx.Err())

@@ -105,6 +105,8 @@ type Agent struct {
 	nodeSkipped []string
 	// reportMu serialises status writes from the node loop and the Service loop.
 	reportMu sync.Mutex
+	// podFlows lets CNI requests program their pods' flows without a full sync (podsync.go).
+	podFlows podFlowState
 }
 
 // New returns an agent; reader is a cache of the watched objects, writer writes HostSubnet status.
@@ -177,10 +179,13 @@ func (a *Agent) Sync(ctx context.Context) error {
 
 	var pods []model.LocalPod
 	var podGen uint64
+	a.podFlows.mu.Lock()
+	a.podFlows.input = nil
 	if a.pods != nil {
 		pods, podGen = a.pods.Snapshot()
 	}
 	report, view, err := a.sync(ctx, pods)
+	a.podFlows.mu.Unlock()
 	a.metrics.SyncDuration.WithLabelValues("total").Observe(time.Since(start).Seconds())
 	// The view is published before the waiting CNI requests are released, so that a request that returns
 	// sees the state it waited for.
@@ -342,6 +347,8 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 		return a.failed(own, ReasonApplyFailed, err), nil, fmt.Errorf("failed to program br0's flows: %w", err)
 	}
 	a.recordFlows(flows, res)
+	a.podFlows.input = &model.NodeInput{ClusterNetwork: cn, HostSubnets: hsList.Items, NodeName: a.cfg.NodeName,
+		Facts: model.NodeFacts{NodeIP: a.cfg.NodeIP, UnderlayMTU: underlayMTU, Datapath: a.cfg.Datapath}}
 
 	// Service NAT is the Service proxy's loop; new node facts make it rebuild every Service.
 	a.services.SetNode(model.ServiceNodeFromView(view))

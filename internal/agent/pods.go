@@ -70,6 +70,13 @@ func (s *PodStore) Get(sandboxID string) (model.LocalPod, bool) {
 	return p, ok
 }
 
+// Pending reports whether a change has not been included in a successful or failed sync yet.
+func (s *PodStore) Pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen > max(s.applied, s.failed)
+}
+
 // Snapshot returns the pods, sorted by sandbox ID, and the generation they represent.
 func (s *PodStore) Snapshot() ([]model.LocalPod, uint64) {
 	s.mu.Lock()

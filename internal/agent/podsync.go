@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vxflow/vxflow/internal/model"
+	"github.com/vxflow/vxflow/internal/render/openflow"
+)
+
+// podFlowState is what the pod path borrows from the last full sync: its model input, so that a CNI ADD
+// re-renders the node with the new pod without reading the API, and the lock that keeps the two paths'
+// flow applies in order.
+type podFlowState struct {
+	mu sync.Mutex // held by Sync and SyncPods for their whole pass
+	// input is the last successful full sync's model input without the pods; nil before one succeeded or
+	// after one failed, which sends SyncPods to a full sync.
+	input *model.NodeInput
+}
+
+// SyncPods programs the flows of the pods that changed since the last sync, for CNI requests: it re-renders
+// the node from the last full sync's input with the pod store's current pods and applies the difference
+// against what the last sync left (ovs.Interface.SyncChanges: one bundle, no dump). Drift is left to the
+// periodic full Sync. Without a successful full sync to start from, it runs one.
+func (a *Agent) SyncPods(ctx context.Context) error {
+	if a.pods == nil || !a.pods.Pending() {
+		return nil
+	}
+	a.podFlows.mu.Lock()
+	in := a.podFlows.input
+	a.podFlows.mu.Unlock()
+	if in == nil {
+		return a.Sync(ctx)
+	}
+	start := time.Now()
+	a.podFlows.mu.Lock()
+	defer a.podFlows.mu.Unlock()
+	if in = a.podFlows.input; in == nil {
+		// A full sync failed meanwhile; it has already answered the waiting requests.
+		return nil
+	}
+	pods, gen := a.pods.Snapshot()
+	view, err := a.syncPodFlows(ctx, *in, pods)
+	a.metrics.SyncDuration.WithLabelValues("pods").Observe(time.Since(start).Seconds())
+	if err == nil {
+		a.mu.Lock()
+		a.lastView = view
+		a.mu.Unlock()
+		a.metrics.LocalPods.Set(float64(len(view.LocalPods)))
+	} else {
+		a.metrics.SyncErrors.WithLabelValues("pods").Inc()
+		a.log.Error(err, "Failed to program the pods' flows", "reason", ReasonApplyFailed)
+	}
+	a.pods.Synced(gen, err)
+	return err
+}
+
+// syncPodFlows renders in with pods and applies the flows that differ from the last sync's.
+func (a *Agent) syncPodFlows(ctx context.Context, in model.NodeInput, pods []model.LocalPod) (*model.NodeView, error) {
+	in.Pods = pods
+	view, err := model.BuildNodeView(in)
+	if err != nil {
+		return nil, fmt.Errorf("failed to build the node's model: %w", err)
+	}
+	flows, err := openflow.Render(view)
+	if err != nil {
+		return nil, fmt.Errorf("failed to render br0's flows: %w", err)
+	}
+	res, err := a.ovs.SyncChanges(ctx, flows)
+	if err != nil {
+		return nil, fmt.Errorf("failed to program br0's flows: %w", err)
+	}
+	a.recordFlows(flows, res)
+	return view, nil
+}
