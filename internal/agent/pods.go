@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sort"
@@ -20,6 +21,9 @@ type PodStore struct {
 	lastErr error                     // the error of that failed sync
 	changed chan struct{}             // closed and replaced whenever applied or failed moves
 	trigger func()
+	// recheck is set by a Put of a pod the store already holds unchanged: a repeated CNI ADD, which is how
+	// a runtime repairs what CHECK found, so the next pod sync must compare with the switch, not memory.
+	recheck bool
 }
 
 // NewPodStore returns an empty store that calls trigger after every change.
@@ -41,6 +45,9 @@ func (s *PodStore) Seed(pods []model.LocalPod) {
 // Put records a pod (added or changed) and returns the generation a sync must reach to include it.
 func (s *PodStore) Put(pod model.LocalPod) uint64 {
 	s.mu.Lock()
+	if old, ok := s.pods[pod.SandboxID]; ok && samePod(old, pod) {
+		s.recheck = true
+	}
 	s.pods[pod.SandboxID] = pod
 	s.gen++
 	gen := s.gen
@@ -77,10 +84,30 @@ func (s *PodStore) Pending() bool {
 	return s.gen > max(s.applied, s.failed)
 }
 
+// SnapshotForSync is Snapshot for the pod loop; recheck says whether a repeated ADD asked for the switch to
+// be compared (and is cleared).
+func (s *PodStore) SnapshotForSync() (pods []model.LocalPod, gen uint64, recheck bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	recheck, s.recheck = s.recheck, false
+	pods, gen = s.snapshotLocked()
+	return pods, gen, recheck
+}
+
+// samePod reports whether two records of a pod are equal.
+func samePod(a, b model.LocalPod) bool {
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.SandboxID == b.SandboxID && a.IP == b.IP &&
+		bytes.Equal(a.MAC, b.MAC) && a.OFPort == b.OFPort && a.VNID == b.VNID
+}
+
 // Snapshot returns the pods, sorted by sandbox ID, and the generation they represent.
 func (s *PodStore) Snapshot() ([]model.LocalPod, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.snapshotLocked()
+}
+
+func (s *PodStore) snapshotLocked() ([]model.LocalPod, uint64) {
 	out := make([]model.LocalPod, 0, len(s.pods))
 	for _, p := range s.pods {
 		out = append(out, p)

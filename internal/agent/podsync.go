@@ -23,7 +23,8 @@ type podFlowState struct {
 // SyncPods programs the flows of the pods that changed since the last sync, for CNI requests: it re-renders
 // the node from the last full sync's input with the pod store's current pods and applies the difference
 // against what the last sync left (ovs.Interface.SyncChanges: one bundle, no dump). Drift is left to the
-// periodic full Sync. Without a successful full sync to start from, it runs one.
+// periodic full Sync, except that a repeated ADD (the runtime's way to repair what CHECK found) compares
+// with the switch. Without a successful full sync to start from, it runs one.
 func (a *Agent) SyncPods(ctx context.Context) error {
 	if a.pods == nil || !a.pods.Pending() {
 		return nil
@@ -41,8 +42,8 @@ func (a *Agent) SyncPods(ctx context.Context) error {
 		// A full sync failed meanwhile; it has already answered the waiting requests.
 		return nil
 	}
-	pods, gen := a.pods.Snapshot()
-	view, err := a.syncPodFlows(ctx, *in, pods)
+	pods, gen, recheck := a.pods.SnapshotForSync()
+	view, err := a.syncPodFlows(ctx, *in, pods, recheck)
 	a.metrics.SyncDuration.WithLabelValues("pods").Observe(time.Since(start).Seconds())
 	if err == nil {
 		a.mu.Lock()
@@ -57,8 +58,9 @@ func (a *Agent) SyncPods(ctx context.Context) error {
 	return err
 }
 
-// syncPodFlows renders in with pods and applies the flows that differ from the last sync's.
-func (a *Agent) syncPodFlows(ctx context.Context, in model.NodeInput, pods []model.LocalPod) (*model.NodeView, error) {
+// syncPodFlows renders in with pods and applies the flows that differ from the last sync's, or from a dump of
+// the switch when recheck is set (a repeated ADD repairs the pod's flows).
+func (a *Agent) syncPodFlows(ctx context.Context, in model.NodeInput, pods []model.LocalPod, recheck bool) (*model.NodeView, error) {
 	in.Pods = pods
 	view, err := model.BuildNodeView(in)
 	if err != nil {
@@ -68,7 +70,11 @@ func (a *Agent) syncPodFlows(ctx context.Context, in model.NodeInput, pods []mod
 	if err != nil {
 		return nil, fmt.Errorf("failed to render br0's flows: %w", err)
 	}
-	res, err := a.ovs.SyncChanges(ctx, flows)
+	apply := a.ovs.SyncChanges
+	if recheck {
+		apply = a.ovs.Sync
+	}
+	res, err := apply(ctx, flows)
 	if err != nil {
 		return nil, fmt.Errorf("failed to program br0's flows: %w", err)
 	}

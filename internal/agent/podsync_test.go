@@ -64,6 +64,13 @@ func TestPodPathAppliesOnlyThePodsFlows(t *testing.T) {
 	if want := len(before) - 1 + perPod; len(after) != want {
 		t.Errorf("after the pod path br0 has %d flows, want %d (the hand-deleted one still missing)", len(after), want)
 	}
+	// A repeated ADD is how a runtime repairs what CHECK found: it compares with the switch.
+	if err := net.PodAttached(ctx, pod); err != nil {
+		t.Fatalf("the repeated PodAttached failed: %v", err)
+	}
+	if again, _ := ta.ovs.Dump(ctx); len(again) != len(before)+perPod {
+		t.Errorf("after a repeated ADD br0 has %d flows, want %d (repaired)", len(again), len(before)+perPod)
+	}
 	if v := ta.View(); v == nil || len(v.LocalPods) != 1 {
 		t.Errorf("the published view does not hold the pod: %+v", v)
 	}
@@ -72,6 +79,9 @@ func TestPodPathAppliesOnlyThePodsFlows(t *testing.T) {
 	}
 	if n := podFlowCount(t, ta, pod.IP); n != 0 {
 		t.Errorf("%d flows of the detached pod are still on br0", n)
+	}
+	if !ta.ovs.DeleteFlow(before[1].Key()) {
+		t.Fatal("failed to delete a flow by hand")
 	}
 	if err := ta.Sync(ctx); err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ type testAgent struct {
 	pods    map[string]model.LocalPod // by sandbox ID
 	wanted  int                       // generation of the pods map
 	applied int                       // generation the switch has
+	recheck bool                      // the next sync dumps the switch (a repeated ADD)
 
 	syncMu sync.Mutex // one Sync at a time
 }
@@ -88,6 +89,9 @@ func (a *testAgent) setNotReady(err error) {
 // PodAttached is part of PodNetwork.
 func (a *testAgent) PodAttached(ctx context.Context, pod model.LocalPod) error {
 	a.mu.Lock()
+	if old, ok := a.pods[pod.SandboxID]; ok && old.OFPort == pod.OFPort && old.IP == pod.IP {
+		a.recheck = true // a repeated ADD: compare with the switch, as the agent does
+	}
 	a.pods[pod.SandboxID] = pod
 	a.wanted++
 	gen := a.wanted
@@ -158,7 +162,10 @@ func (a *testAgent) sync(ctx context.Context, gen int) (*model.NodeView, error) 
 	for _, p := range a.pods {
 		pods = append(pods, p)
 	}
-	target, done := a.wanted, a.applied >= gen
+	target, done, recheck := a.wanted, a.applied >= gen, a.recheck
+	if !done {
+		a.recheck = false
+	}
 	a.mu.Unlock()
 	v, err := a.view(pods)
 	if err != nil {
@@ -171,8 +178,13 @@ func (a *testAgent) sync(ctx context.Context, gen int) (*model.NodeView, error) 
 	if err != nil {
 		return nil, err
 	}
-	// As the agent's pod path does: diff against the last sync, no dump (its periodic full sync finds drift).
-	if _, err := a.sw.SyncChanges(ctx, fs); err != nil {
+	// As the agent's pod path does: diff against the last sync, no dump (its periodic full sync finds drift),
+	// unless a repeated ADD asked for a comparison with the switch.
+	apply := a.sw.SyncChanges
+	if recheck {
+		apply = a.sw.Sync
+	}
+	if _, err := apply(ctx, fs); err != nil {
 		return nil, err
 	}
 	a.mu.Lock()
