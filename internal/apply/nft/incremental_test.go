@@ -57,7 +57,8 @@ func TestIncrementalSyncsMatchFullSync(t *testing.T) {
 }
 
 // TestGroupedAndFlatShapes syncs the same content in both shapes back and forth: a change of shape is a
-// full sync, and the table is the same either way.
+// full sync, and the table is the same either way. A flat Ruleset made by Flat (Renderer.Render) is synced
+// as the grouped one it came from: partially.
 func TestGroupedAndFlatShapes(t *testing.T) {
 	s, ns := newTestSyncer(t, "nfts")
 	s.opts.StaleChainDelay = time.Nanosecond
@@ -68,7 +69,8 @@ func TestGroupedAndFlatShapes(t *testing.T) {
 		churn.Step(set)
 		want := rr.RenderGrouped(set)
 		if i%2 == 1 {
-			want = want.Flat()
+			flat := want.Flat()
+			want = &nftables.Ruleset{Sets: flat.Sets, Chains: flat.Chains} // built by hand
 		}
 		res := mustSync(t, s, want)
 		if i > 0 && !res.Full {
@@ -82,4 +84,15 @@ func TestGroupedAndFlatShapes(t *testing.T) {
 		}
 		requireSameTable(t, ns, want)
 	}
+	churn.Step(set)
+	want := rr.Render(set)
+	if res := mustSync(t, s, rr.RenderGrouped(set)); !res.Full {
+		t.Fatalf("back to grouped: got a partial sync %+v", res)
+	}
+	churn.Step(set)
+	want = rr.Render(set)
+	if res := mustSync(t, s, want); res.Full {
+		t.Errorf("Renderer.Render's flat Ruleset: got a full sync %+v", res)
+	}
+	requireSameTableWithStale(t, ns, want, s)
 }

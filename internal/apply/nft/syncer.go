@@ -205,6 +205,9 @@ func (s *Syncer) Delete() error {
 // so a concurrent writer makes it fail with ERESTART instead of being silently overwritten; it is then
 // recomputed.
 func (s *Syncer) Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (Result, error) {
+	if g := desired.FlattenedFrom(); g != nil {
+		desired = g // the same table, with the Service groups that make a partial sync cheap
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()

@@ -26,14 +26,23 @@ func BenchmarkRender1kx100(b *testing.B) {
 
 // BenchmarkRendererOneChange10kx10 re-renders 10,000 Services after one endpoint change with a Renderer
 // that keeps the previous result (RenderGrouped), as the agent does.
-func BenchmarkRendererOneChange10kx10(b *testing.B) { benchRendererOneChange(b, Options{}) }
+func BenchmarkRendererOneChange10kx10(b *testing.B) { benchRendererOneChange(b, Options{}, false) }
 
 // BenchmarkRendererOneChangeEndpointMap10kx10 is the same with Options.EndpointMap.
 func BenchmarkRendererOneChangeEndpointMap10kx10(b *testing.B) {
-	benchRendererOneChange(b, Options{EndpointMap: true})
+	benchRendererOneChange(b, Options{EndpointMap: true}, false)
 }
 
-func benchRendererOneChange(b *testing.B, opts Options) {
+// BenchmarkRendererOneChangeKeys10kx10 is BenchmarkRendererOneChange10kx10 with the changed key passed
+// (RenderGroupedChanged), as the agent does with model.ServiceBuilder's changes.
+func BenchmarkRendererOneChangeKeys10kx10(b *testing.B) { benchRendererOneChange(b, Options{}, true) }
+
+// BenchmarkRendererOneChangeKeysEndpointMap10kx10 is the same with Options.EndpointMap.
+func BenchmarkRendererOneChangeKeysEndpointMap10kx10(b *testing.B) {
+	benchRendererOneChange(b, Options{EndpointMap: true}, true)
+}
+
+func benchRendererOneChange(b *testing.B, opts Options, keys bool) {
 	set := rendertest.ScaleSet(10000, 10)
 	rr := NewRenderer(opts)
 	rr.RenderGrouped(set)
@@ -48,6 +57,10 @@ func benchRendererOneChange(b *testing.B, opts Options) {
 		} else {
 			p.Endpoints[0] = orig
 		}
-		rr.RenderGrouped(set)
+		if keys {
+			rr.RenderGroupedChanged(set, []string{set.Services[5000].Key()})
+		} else {
+			rr.RenderGrouped(set)
+		}
 	}
 }

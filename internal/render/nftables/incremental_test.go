@@ -16,14 +16,17 @@ import (
 // Render gives, that Counts agrees with the flat shape, and that only the changed Services got new groups.
 func TestRenderGroupedMatchesFresh(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		opts Options
-		node func(*model.ServiceNode)
+		name    string
+		opts    Options
+		node    func(*model.ServiceNode)
+		changed bool
 	}{
-		{"chains", Options{}, nil},
-		{"inline", Options{InlineEndpoints: true}, nil},
-		{"endpoint-map", Options{EndpointMap: true}, nil},
-		{"endpoint-map-system-datapath", Options{EndpointMap: true}, func(n *model.ServiceNode) { n.Datapath = model.DatapathSystem }},
+		{"chains-changed-keys", Options{}, nil, true},
+		{"endpoint-map-changed-keys", Options{EndpointMap: true}, nil, true},
+		{"chains", Options{}, nil, false},
+		{"inline", Options{InlineEndpoints: true}, nil, false},
+		{"endpoint-map", Options{EndpointMap: true}, nil, false},
+		{"endpoint-map-system-datapath", Options{EndpointMap: true}, func(n *model.ServiceNode) { n.Datapath = model.DatapathSystem }, false},
 	} {
 		for seed := uint64(1); seed <= 4; seed++ {
 			t.Run(fmt.Sprintf("%s/seed-%d", tc.name, seed), func(t *testing.T) {
@@ -35,16 +38,27 @@ func TestRenderGroupedMatchesFresh(t *testing.T) {
 				rr := NewRenderer(tc.opts)
 				prev := rr.RenderGrouped(set)
 				shadowed := 0
+				last := snapshot(set)
 				for step := range 150 {
 					what := churn.Step(set)
 					in := set
-					if step%37 == 36 {
+					if step%37 == 36 && !tc.changed {
 						in = shuffled(set, seed) // another order than the model's: same table
 					}
 					if step == 100 {
 						set.Node.VXLANPort++ // node facts change: everything is re-rendered
 					}
-					got := rr.RenderGrouped(in)
+					var got *Ruleset
+					if tc.changed {
+						keys := changedKeys(last, set)
+						if step%5 == 0 && len(set.Services) > 0 {
+							keys = append(keys, set.Services[0].Key()) // listed but unchanged
+						}
+						got = rr.RenderGroupedChanged(in, keys)
+						last = snapshot(set)
+					} else {
+						got = rr.RenderGrouped(in)
+					}
 					want := NewRenderer(tc.opts).Render(in)
 					if g, w := canonical(t, got), canonical(t, want); g != w {
 						t.Fatalf("step %d (%s): incremental and fresh renders differ:\n%s", step, what, textdiff.Lines(w, g))
@@ -66,12 +80,43 @@ func TestRenderGroupedMatchesFresh(t *testing.T) {
 					}
 					prev = got
 				}
+				if rr.fallbacks > 0 {
+					t.Errorf("%d calls with the exact changed keys fell back to comparing every Service", rr.fallbacks)
+				}
 				if shadowed == 0 {
 					t.Errorf("no step had two Services claim one key: the churn misses the case")
 				}
 			})
 		}
 	}
+}
+
+// snapshot deep-copies the Services by key.
+func snapshot(set *model.ServiceSet) map[string]model.Service {
+	m := map[string]model.Service{}
+	for i := range set.Services {
+		m[set.Services[i].Key()] = set.Services[i].Clone()
+	}
+	return m
+}
+
+// changedKeys returns the keys of the Services added, deleted or changed since the snapshot.
+func changedKeys(last map[string]model.Service, set *model.ServiceSet) []string {
+	var keys []string
+	seen := map[string]bool{}
+	for i := range set.Services {
+		s := &set.Services[i]
+		seen[s.Key()] = true
+		if o, ok := last[s.Key()]; !ok || !o.Equal(s) {
+			keys = append(keys, s.Key())
+		}
+	}
+	for k := range last {
+		if !seen[k] {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // shuffled returns a copy of set with its Services in a random order.
@@ -182,3 +227,25 @@ type resolvedDNATMap struct{ targets string }
 
 func (d resolvedDNATMap) String() string { return "dnat to one of " + d.targets }
 func (resolvedDNATMap) isStmt()          {}
+
+// TestRenderGroupedChangedFallsBack gives RenderGroupedChanged changes that do not fit (an added Service
+// left out of the keys, a malformed key): it must compare every Service instead and still be right.
+func TestRenderGroupedChangedFallsBack(t *testing.T) {
+	set := rendertest.ScaleSet(30, 2)
+	rr := NewRenderer(Options{})
+	rr.RenderGroupedChanged(set, nil) // the first call renders everything
+	extra := set.Services[3].Clone()
+	extra.Name += "-extra"
+	set.Services = append(set.Services, extra)
+	rendertest.SortServices(set)
+	for i, keys := range [][]string{nil, {"no-slash"}} {
+		got := rr.RenderGroupedChanged(set, keys)
+		if want := Render(set).String(); got.String() != want {
+			t.Fatalf("case %d: incremental and fresh renders differ:\n%s", i, textdiff.Lines(want, got.String()))
+		}
+		if rr.fallbacks != i+1 {
+			t.Errorf("case %d: got %d fallbacks, want %d", i, rr.fallbacks, i+1)
+		}
+		set.Services = set.Services[:len(set.Services)-1]
+	}
+}

@@ -34,6 +34,8 @@ type Ruleset struct {
 	// grouped marks the grouped shape (Services may be empty); svcCounts are the groups' totals.
 	grouped   bool
 	svcCounts counts
+	// from is the grouped Ruleset a flat one was made from by Flat.
+	from *Ruleset
 }
 
 // counts are the numbers Counts reports, kept per group so that a grouped Ruleset counts in O(1).
@@ -123,6 +125,13 @@ func (r *Ruleset) Counts() (sets, chains, rules, elements int) {
 	return len(r.Sets) + c.sets, len(r.Chains) + c.chains, rules + c.rules, elements + c.elements
 }
 
+// FlattenedFrom returns the grouped Ruleset that Flat made r from, nil if r was not made by Flat. The
+// applier syncs that one instead, which keeps a Renderer.Render caller's syncs O(change) (the contents are
+// the same; neither may be modified).
+func (r *Ruleset) FlattenedFrom() *Ruleset {
+	return r.from
+}
+
 // Flat returns the Ruleset in the flat shape: r itself if it is flat, otherwise a new Ruleset with every
 // set (shared sets with all their elements), every chain and no Services, in the order they are created.
 // It costs O(table); tools that walk the whole table (String, tracing) use it.
@@ -131,7 +140,7 @@ func (r *Ruleset) Flat() *Ruleset {
 		return r
 	}
 	sets, chains, _, _ := r.Counts()
-	out := &Ruleset{Sets: make([]*Set, 0, sets), Chains: make([]*Chain, 0, chains)}
+	out := &Ruleset{Sets: make([]*Set, 0, sets), Chains: make([]*Chain, 0, chains), from: r}
 	byName := make(map[string]*Set, len(r.Sets))
 	for _, s := range r.Sets {
 		c := *s

@@ -30,7 +30,7 @@ func (c *Churn) ChurnSet(n int) *model.ServiceSet {
 	for range n {
 		set.Services = append(set.Services, c.newService())
 	}
-	sortServices(set)
+	SortServices(set)
 	return set
 }
 
@@ -109,7 +109,7 @@ func (c *Churn) Step(set *model.ServiceSet) string {
 	for j := range s.Ports {
 		sortEndpoints(&s.Ports[j])
 	}
-	sortServices(set)
+	SortServices(set)
 	return what
 }
 
@@ -154,8 +154,8 @@ func sortEndpoints(p *model.ServicePort) {
 	p.Endpoints = slices.CompactFunc(p.Endpoints, func(a, b model.Endpoint) bool { return key(a, b) == 0 })
 }
 
-// sortServices restores the model's order of Services (by namespace, then name).
-func sortServices(set *model.ServiceSet) {
+// SortServices restores the model's order of Services (by namespace, then name).
+func SortServices(set *model.ServiceSet) {
 	slices.SortFunc(set.Services, func(a, b model.Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})

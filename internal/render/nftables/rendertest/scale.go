@@ -1,10 +1,8 @@
 package rendertest
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/vxflow/vxflow/internal/model"
 )
@@ -31,9 +29,7 @@ func ScaleSet(n, eps int) *model.ServiceSet {
 		svc.Ports = []model.ServicePort{p}
 		set.Services = append(set.Services, svc)
 	}
-	// The model's order: by namespace, then name (svc-10 comes before svc-2).
-	slices.SortFunc(set.Services, func(a, b model.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	SortServices(set) // the model's order: svc-10 comes before svc-2
+
 	return set
 }
