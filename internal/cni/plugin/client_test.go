@@ -72,3 +72,26 @@ func TestClientErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestParseHTTPResponse is a unit test of the plugin's minimal HTTP/1 reader.
+func TestParseHTTPResponse(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		status  int
+		body    string
+		wantErr bool
+	}{
+		{in: "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"result\":{}}", status: 200, body: `{"result":{}}`},
+		{in: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}trailing", status: 200, body: `{}`},
+		{in: "HTTP/1.0 500 Internal Server Error\r\n\r\n{\"error\":{}}", status: 500, body: `{"error":{}}`},
+		{in: "HTTP/1.0 200 OK\r\n\r\n", status: 200, body: ""},
+		{in: "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\n{}", wantErr: true},
+		{in: "SSH-2.0-x\r\n\r\n", wantErr: true},
+		{in: "HTTP/1.0 200 OK\r\n", wantErr: true},
+	} {
+		status, body, err := parseHTTPResponse([]byte(tc.in))
+		if (err != nil) != tc.wantErr || status != tc.status || string(body) != tc.body {
+			t.Errorf("parseHTTPResponse(%q) = %d, %q, %v; want %d, %q, error %v", tc.in, status, body, err, tc.status, tc.body, tc.wantErr)
+		}
+	}
+}
