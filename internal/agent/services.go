@@ -225,7 +225,7 @@ func (p *ServiceProxy) Sync(ctx context.Context) error {
 		stats.Built, stats.Full, stats.Services, stats.Changed = true, ch.Full, len(set.Services), len(ch.Keys)
 		built := time.Now()
 		stats.Build = built.Sub(start)
-		rs = p.renderer.Render(set)
+		rs = p.renderer.RenderGrouped(set)
 		stats.Render = time.Since(built)
 		p.last = rs
 		if p.pendingAt.IsZero() || (!firstDirty.IsZero() && firstDirty.Before(p.pendingAt)) {

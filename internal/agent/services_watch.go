@@ -10,7 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -54,18 +55,21 @@ func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy)
 	if err != nil {
 		return fmt.Errorf("failed to build the Service label selector: %w", err)
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }),
-		informers.WithTransform(trimForServiceModel))
-	svcInf := factory.Core().V1().Services().Informer()
-	esInf := factory.Discovery().V1().EndpointSlices().Informer()
-	if err := esInf.AddIndexers(toolscache.Indexers{indexByService: func(obj any) ([]string, error) {
-		if key := sliceServiceKey(obj); key != "" {
-			return []string{key}, nil
+	// Informers of their own rather than a factory's: no namespace index (nothing here lists by
+	// namespace), only the EndpointSlices' index by Service.
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = sel }
+	svcInf := coreinformers.NewFilteredServiceInformer(cs, metav1.NamespaceAll, 0, toolscache.Indexers{}, tweak)
+	esInf := discoveryinformers.NewFilteredEndpointSliceInformer(cs, metav1.NamespaceAll, 0, toolscache.Indexers{
+		indexByService: func(obj any) ([]string, error) {
+			if key := sliceServiceKey(obj); key != "" {
+				return []string{key}, nil
+			}
+			return nil, nil
+		}}, tweak)
+	for _, inf := range []toolscache.SharedIndexInformer{svcInf, esInf} {
+		if err := inf.SetTransform(trimForServiceModel); err != nil {
+			return fmt.Errorf("failed to set the informers' transform: %w", err)
 		}
-		return nil, nil
-	}}); err != nil {
-		return fmt.Errorf("failed to index EndpointSlices by Service: %w", err)
 	}
 	if _, err := svcInf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { p.Changed(objectKey(obj)) },
@@ -90,11 +94,10 @@ func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy)
 	}); err != nil {
 		return fmt.Errorf("failed to watch EndpointSlices: %w", err)
 	}
-	factory.Start(ctx.Done())
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("failed to sync the %v informer: %w", typ, ctx.Err())
-		}
+	go svcInf.Run(ctx.Done())
+	go esInf.Run(ctx.Done())
+	if !toolscache.WaitForCacheSync(ctx.Done(), svcInf.HasSynced, esInf.HasSynced) {
+		return fmt.Errorf("failed to sync the Service and EndpointSlice informers: %w", ctx.Err())
 	}
 	src := &informerSource{services: svcInf.GetIndexer(), slices: esInf.GetIndexer()}
 	p.SetSource(src, src.triggerTimes)

@@ -71,6 +71,8 @@ type ServiceBuilder struct {
 	sorted []Service
 	// withSkips are the keys of the cached Services that left something out, maintained by Update.
 	withSkips map[string]bool
+	// bulk is true during a full Update: Services are appended to sorted and sorted once at the end.
+	bulk bool
 }
 
 // builtService is one Service's result and the objects it was built from.

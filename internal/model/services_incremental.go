@@ -52,6 +52,8 @@ func (b *ServiceBuilder) Update(node ServiceNode, src ServiceSource, changed []s
 			changed = nil
 		}
 	}
+	// A full build appends and sorts once: inserting each Service in place would be quadratic.
+	b.bulk = ch.Full
 	seen := make(map[string]bool, len(changed))
 	for _, key := range changed {
 		if seen[key] {
@@ -61,6 +63,12 @@ func (b *ServiceBuilder) Update(node ServiceNode, src ServiceSource, changed []s
 		if b.refresh(key, src) {
 			ch.Keys = append(ch.Keys, key)
 		}
+	}
+	if b.bulk {
+		slices.SortFunc(b.sorted, func(x, y Service) int {
+			return cmp.Or(cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
+		})
+		b.bulk = false
 	}
 	set := &ServiceSet{Node: b.node, Services: b.sorted}
 	if len(b.withSkips) > 0 {
@@ -129,8 +137,12 @@ func (b *ServiceBuilder) find(namespace, name string) (int, bool) {
 	})
 }
 
-// put inserts or replaces a Service in the sorted list.
+// put inserts or replaces a Service in the sorted list (appends it during a full build).
 func (b *ServiceBuilder) put(s Service) {
+	if b.bulk {
+		b.sorted = append(b.sorted, s)
+		return
+	}
 	i, found := b.find(s.Namespace, s.Name)
 	if found {
 		b.sorted[i] = s

@@ -47,8 +47,12 @@ type syncReport struct {
 
 // runDriver is the vxflow side of the benchmark: the agent's own Service proxy (agent.ServiceProxy fed by
 // agent.StartServiceWatches, as cmd/vxflow-agent runs it) in the node's namespace. heapProfile, when set,
-// receives a heap profile when the driver is stopped.
+// receives a heap profile of the live objects after the first sync.
 func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Options, heapProfile string) error {
+	if heapProfile != "" {
+		// Finer than the default 512 KiB, so that the profile shows the smaller owners too.
+		runtime.MemProfileRate = 64 << 10
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
@@ -56,22 +60,31 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Opt
 		return fmt.Errorf("failed to load kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = 1000, 1000
-	syncer, err := nft.NewSyncer(nft.Options{})
+	// The same pieces and settings as vxflow-agent: its metrics, its nftables adapter, its default
+	// --min-sync-interval and --sync-period.
+	reg := prometheus.NewRegistry()
+	syncer, err := nft.NewSyncer(nft.Options{Metrics: nft.NewMetrics(reg)})
 	if err != nil {
 		return err
 	}
 	defer syncer.Close()
-
-	// The same pieces and settings as vxflow-agent: its metrics, its nftables adapter, its default
-	// --min-sync-interval and --sync-period.
-	metrics := agent.NewMetrics(prometheus.NewRegistry())
+	metrics := agent.NewMetrics(reg)
 	proxy := agent.NewServiceProxy(agent.ServiceProxyConfig{Render: opts, MinSyncInterval: 20 * time.Millisecond, SyncPeriod: 3 * time.Second},
 		&agent.NFTables{Interface: syncer, Log: logr.Discard(), Metrics: metrics}, metrics, logr.Discard())
 	var mu sync.Mutex
 	enc := json.NewEncoder(os.Stdout)
+	profiled := false
 	proxy.OnSync = func(s agent.SyncStats) {
 		if !s.Built && s.Messages == 0 && s.Err == nil {
 			return // the periodic drift check found nothing to do
+		}
+		if heapProfile != "" && !profiled && s.Built && s.Err == nil {
+			// The steady state after the first full sync: what the informers, model, renderer and
+			// applier keep.
+			profiled = true
+			if err := writeHeapProfile(heapProfile); err != nil {
+				fmt.Fprintln(os.Stderr, "failed to write the heap profile:", err)
+			}
 		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
@@ -97,9 +110,6 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Opt
 		return err
 	}
 	proxy.Run(ctx)
-	if heapProfile != "" {
-		return writeHeapProfile(heapProfile)
-	}
 	return nil
 }
 

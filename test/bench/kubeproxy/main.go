@@ -49,6 +49,7 @@ type options struct {
 	epMap      bool
 	gogc       string
 	gomemlimit string
+	godebug    string
 	dump       string
 	heap       string
 }
@@ -73,7 +74,8 @@ func main() {
 	flag.BoolVar(&o.epMap, "endpoint-map", false, "render vxflow with nftables.Options.EndpointMap")
 	flag.StringVar(&o.gogc, "vxflow-gogc", "", "GOGC for the vxflow driver (default: Go's)")
 	flag.StringVar(&o.gomemlimit, "vxflow-gomemlimit", "", "GOMEMLIMIT for the vxflow driver (default: none)")
-	flag.StringVar(&o.heap, "vxflow-heap-profile", "", "write the vxflow driver's heap profile (live objects at the end of the run) to this file")
+	flag.StringVar(&o.heap, "vxflow-heap-profile", "", "write the vxflow driver's heap profile (live objects after its first sync) to this file, and its log to this file.log")
+	flag.StringVar(&o.godebug, "vxflow-godebug", "", "GODEBUG for the vxflow driver, e.g. gctrace=1 (written to its log)")
 	flag.StringVar(&o.dump, "dump", "", "write both rulesets, once programmed, to <dump>.kube-proxy.nft and <dump>.vxflow.nft")
 	flag.Parse()
 
@@ -174,7 +176,7 @@ func setup(o options) error {
 		fmt.Sprintf("-services=%d", o.services), fmt.Sprintf("-endpoints=%d", o.endpoints),
 		fmt.Sprintf("-changes=%d", o.changes), fmt.Sprintf("-workers=%d", o.workers),
 		"-assets=" + o.assets, "-kube-proxy=" + o.kubeProxy, "-out=" + o.out,
-		fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap), "-vxflow-gogc=" + o.gogc, "-vxflow-gomemlimit=" + o.gomemlimit, "-vxflow-heap-profile=" + o.heap, "-dump=" + o.dump,
+		fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap), "-vxflow-gogc=" + o.gogc, "-vxflow-gomemlimit=" + o.gomemlimit, "-vxflow-godebug=" + o.godebug, "-vxflow-heap-profile=" + o.heap, "-dump=" + o.dump,
 		"-ns-cp=" + o.nsCP, "-ns-kp=" + o.nsKP, "-ns-vx=" + o.nsVX}
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
