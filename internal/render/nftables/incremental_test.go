@@ -3,6 +3,7 @@ package nftables
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -140,7 +141,7 @@ func checkReused(t *testing.T, prev, next *Ruleset) {
 	for _, rs := range []*Ruleset{prev, next} {
 		for _, g := range rs.Services {
 			for _, e := range g.elements {
-				c := claim{e.set, e.elem.Key()}
+				c := claim{e.set, e.element().Key()}
 				if holders[c] == nil {
 					holders[c] = map[string]bool{}
 				}
@@ -159,7 +160,7 @@ func checkReused(t *testing.T, prev, next *Ruleset) {
 		}
 		shares := false
 		for _, e := range g.elements {
-			shares = shares || len(holders[claim{e.set, e.elem.Key()}]) > 1
+			shares = shares || len(holders[claim{e.set, e.element().Key()}]) > 1
 		}
 		if !shares {
 			t.Errorf("unchanged Service %s got a new group", g.Key)
@@ -247,5 +248,29 @@ func TestRenderGroupedChangedFallsBack(t *testing.T) {
 			t.Errorf("case %d: got %d fallbacks, want %d", i, rr.fallbacks, i+1)
 		}
 		set.Services = set.Services[:len(set.Services)-1]
+	}
+}
+
+// TestSetElementRoundTrip checks the compact storage of group elements: every shape the renderer makes
+// comes back equal, and an address that does not fit four bytes is kept whole.
+func TestSetElementRoundTrip(t *testing.T) {
+	goTo := Verdict{Kind: VerdictGoto, Chain: "service-ns/a/tcp/http"}
+	for _, e := range []Element{
+		{Prefix: netip.MustParsePrefix("172.30.0.1/32")},
+		{Prefix: netip.MustParsePrefix("10.0.0.1/32"), Proto: model.L4ProtoUDP, Port: 53, Verdict: goTo},
+		{Proto: model.L4ProtoTCP, Port: 30080, Verdict: Verdict{Kind: VerdictDrop}},
+		{Index: 16385, Target: netip.MustParseAddrPort("10.128.0.60:8080")},
+		{Prefix: netip.MustParsePrefix("0.0.0.0/0")},
+		{Prefix: netip.MustParsePrefix("fd00::1/128"), Port: 80},
+		{Index: 1, Target: netip.MustParseAddrPort("[fd00::1]:80")},
+	} {
+		se := newSetElement(serviceIPsMap, e)
+		if got := se.element(); got != e {
+			t.Errorf("%+v came back as %+v", e, got)
+		}
+		other := newSetElement(serviceIPsMap, e)
+		if !se.sameKey(&other) {
+			t.Errorf("%+v: not the same key as itself", e)
+		}
 	}
 }

@@ -56,8 +56,20 @@ type Options struct {
 // a few hundred elements, while few enough sets keep the kernel's linear lookup of sets by name cheap.
 const EndpointMapShards = 1024
 
+// endpointMapNames are the shards' map names, shared by every element and rule that names one.
+var endpointMapNames = func() []string {
+	names := make([]string, EndpointMapShards)
+	for i := range names {
+		names[i] = serviceEndpointsMap + "-" + strconv.Itoa(i)
+	}
+	return names
+}()
+
 // endpointMapName names the endpoint map of a shard.
 func endpointMapName(shard uint32) string {
+	if int(shard) < len(endpointMapNames) {
+		return endpointMapNames[shard]
+	}
 	return serviceEndpointsMap + "-" + strconv.Itoa(int(shard))
 }
 
@@ -135,18 +147,21 @@ var sharedSetIDs = map[string]uint8{
 	noEndpointNodePortsMap: 5, firewallIPsMap: 6,
 }
 
-// newClaimKey returns the claim key of an element of set, false for the endpoint maps, whose keys are
-// unique by construction.
-func newClaimKey(set string, e *Element) (claimKey, bool) {
-	id, ok := sharedSetIDs[set]
+// newClaimKey returns the claim key of an element, false for the endpoint maps, whose keys are unique by
+// construction.
+func newClaimKey(e *setElement) (claimKey, bool) {
+	id, ok := sharedSetIDs[e.set]
 	if !ok {
 		return claimKey{}, false
 	}
-	k := claimKey{set: id, proto: e.Proto, bits: int8(e.Prefix.Bits()), port: e.Port, index: e.Index}
-	if a := e.Prefix.Addr(); a.Is4() {
-		k.addr = a.As4()
+	if e.full != nil {
+		k := claimKey{set: id, proto: e.full.Proto, bits: int8(e.full.Prefix.Bits()), port: e.full.Port, index: e.full.Index}
+		if a := e.full.Prefix.Addr(); a.Is4() {
+			k.addr = a.As4()
+		}
+		return k, true
 	}
-	return k, true
+	return claimKey{set: id, proto: e.proto, bits: e.bits, port: e.port, addr: e.addr, index: e.index}, true
 }
 
 // endpointIDs hands out the endpoint map's base indexes (divided by the stride) by policy chain name and
@@ -304,7 +319,7 @@ func (rr *Renderer) finish(out []*ServiceRules, todo []toRender, removed []*Serv
 			o.owner.cur = nil // deleted, not replaced
 		}
 		for i := range o.elements {
-			if ck, ok := newClaimKey(o.elements[i].set, &o.elements[i].elem); ok {
+			if ck, ok := newClaimKey(&o.elements[i]); ok {
 				rr.release(ck, o.owner, touch)
 			}
 		}
@@ -320,7 +335,7 @@ func (rr *Renderer) finish(out []*ServiceRules, todo []toRender, removed []*Serv
 	}
 	for _, g := range fresh {
 		for i := range g.elements {
-			if ck, ok := newClaimKey(g.elements[i].set, &g.elements[i].elem); ok {
+			if ck, ok := newClaimKey(&g.elements[i]); ok {
 				rr.claim(ck, g.owner, touch)
 			}
 		}
@@ -542,7 +557,7 @@ func (rr *Renderer) shadow(g *ServiceRules) bool {
 	for i := range g.elements {
 		e := &g.elements[i]
 		shadowed := false
-		if ck, ok := newClaimKey(e.set, &e.elem); ok {
+		if ck, ok := newClaimKey(e); ok {
 			shadowed = rr.claims[ck] != g.owner
 		}
 		if shadowed != e.shadowed {
@@ -603,6 +618,9 @@ func renderService(node *model.ServiceNode, s *model.Service, opts Options, ids 
 		f.servicePort(s, &s.Ports[j])
 	}
 	g := f.out
+	if cap(g.elements) > len(g.elements) {
+		g.elements = slices.Clone(g.elements) // kept for the group's life: no spare capacity
+	}
 	g.counts = counts{sets: len(g.Sets), chains: len(g.Chains), elements: len(g.elements)}
 	for _, c := range g.Chains {
 		g.counts.rules += len(c.Rules)
@@ -633,15 +651,15 @@ func (f *fragment) addSet(s *Set) {
 // addElement adds an element unless the Service already has one with the same key in that set (every
 // port adds the ClusterIP to cluster-ips): the first one wins, as in the table.
 func (f *fragment) addElement(set string, e Element) {
+	se := newSetElement(set, e)
 	if _, shared := sharedSetIDs[set]; shared {
-		k := e.Key()
 		for i := range f.out.elements {
-			if o := &f.out.elements[i]; o.set == set && o.elem.Key() == k {
+			if o := &f.out.elements[i]; o.set == set && o.sameKey(&se) {
 				return
 			}
 		}
 	}
-	f.out.elements = append(f.out.elements, setElement{set: set, elem: e})
+	f.out.elements = append(f.out.elements, se)
 }
 
 // renderer accumulates the ruleset; chains and sets are also indexed by name.
@@ -874,63 +892,126 @@ func (f *fragment) servicePort(s *model.Service, p *model.ServicePort) {
 	if usesFWChain {
 		f.firewall(chains[fwChain], s)
 	}
-	jumpMasq := Verdict{Kind: VerdictJump, Chain: markMasqChain}
 	if hasInternal {
 		// Off-cluster clients of a ClusterIP (the node itself, or a router sending the service network to
 		// this node) are masqueraded so that replies come back here.
 		add(internalChain, rule(MatchAddr{Field: DAddr, Prefix: netip.PrefixFrom(s.ClusterIP, 32)},
-			MatchDPort{Proto: p.Protocol, Port: p.Port}, MatchAddrSet{Field: SAddr, Negate: true, Set: clusterCIDRsSet}, jumpMasq))
+			MatchDPort{Proto: p.Protocol, Port: p.Port}, notFromPodStmt, jumpMasqStmt))
 	}
 	if usesExtChain {
 		if !extLocal {
 			// The endpoint may be on another node: masquerade so the reply comes back through this one.
-			add(extChain, rule(jumpMasq))
+			add(extChain, rule(jumpMasqStmt))
 		} else {
 			add(extChain,
 				rule(MatchAddrSet{Field: SAddr, Set: clusterCIDRsSet}, goTo(clusterChain)).withComment("short-circuit pod traffic"),
-				rule(MatchFibLocal{Field: SAddr}, jumpMasq).withComment("masquerade local traffic"),
+				rule(MatchFibLocal{Field: SAddr}, jumpMasqStmt).withComment("masquerade local traffic"),
 				rule(MatchFibLocal{Field: SAddr}, goTo(clusterChain)).withComment("short-circuit local traffic"))
 		}
 		if hasExternal {
 			add(extChain, rule(goTo(externalPolicy)))
 		}
 	}
+	// The endpoints' chain and affinity set names, built once and shared by every rule that names them.
+	names := endpointNames{reachable: eps.reachable}
+	if !f.inline {
+		names.chains = make([]string, len(epChains))
+		for i, c := range epChains {
+			names.chains[i] = c.Name
+		}
+	}
 	if s.AffinityTimeout > 0 {
-		for _, e := range eps.reachable {
-			f.addSet(&Set{Name: affinitySetName(base, e), Type: SetTypeAddr, Timeout: s.AffinityTimeout})
+		names.affinity = make([]string, len(eps.reachable))
+		for i, e := range eps.reachable {
+			names.affinity[i] = affinitySetName(base, e)
+			f.addSet(&Set{Name: names.affinity[i], Type: SetTypeAddr, Timeout: s.AffinityTimeout})
 		}
 	}
 	if usesClusterChain {
-		f.loadBalance(chains[clusterChain], base, s, p.Protocol, eps.cluster)
+		f.loadBalance(chains[clusterChain], s, p.Protocol, eps.cluster, &names)
 	}
 	if usesLocalChain {
-		f.loadBalance(chains[localChain], base, s, p.Protocol, eps.local)
+		f.loadBalance(chains[localChain], s, p.Protocol, eps.local, &names)
 	}
 	for i, e := range eps.reachable {
 		if f.inline {
 			break
 		}
 		c := epChains[i]
-		c.Rules = make([]Rule, 0, 3)
-		c.Rules = append(c.Rules, rule(MatchAddr{Field: SAddr, Prefix: netip.PrefixFrom(e.Addr, 32)}, jumpMasq))
 		if s.AffinityTimeout > 0 {
-			c.Rules = append(c.Rules, rule(AffinityUpdate{Set: affinitySetName(base, e)}))
+			c.Rules = []Rule{rule(MatchAddr{Field: SAddr, Prefix: netip.PrefixFrom(e.Addr, 32)}, jumpMasqStmt),
+				rule(AffinityUpdate{Set: names.affinity[i]}),
+				rule(MatchProto{Proto: p.Protocol}, DNAT{Addr: e.Addr, Port: e.Port})}
+			continue
 		}
-		c.Rules = append(c.Rules, rule(MatchProto{Proto: p.Protocol}, DNAT{Addr: e.Addr, Port: e.Port}))
+		c.Rules = []Rule{rule(MatchAddr{Field: SAddr, Prefix: netip.PrefixFrom(e.Addr, 32)}, jumpMasqStmt),
+			rule(MatchProto{Proto: p.Protocol}, DNAT{Addr: e.Addr, Port: e.Port})}
 	}
+}
+
+// endpointNames are a Service port's reachable endpoints with their chain names (nil when inline) and
+// affinity set names (nil without affinity), in the same order.
+type endpointNames struct {
+	reachable        []model.Endpoint
+	chains, affinity []string
+	next             int
+}
+
+// index returns the position of e among the reachable endpoints; the lists a policy chain balances over
+// are in-order subsets of them, so the search goes on from the last position.
+func (n *endpointNames) index(e model.Endpoint) int {
+	for i := range n.reachable {
+		j := (n.next + i) % len(n.reachable)
+		if r := &n.reachable[j]; r.Addr == e.Addr && r.Port == e.Port {
+			n.next = j + 1
+			return j
+		}
+	}
+	return -1
+}
+
+// jumpMasqStmt and notFromPodStmt are statements many rules share, boxed once.
+var (
+	jumpMasqStmt   Stmt = Verdict{Kind: VerdictJump, Chain: markMasqChain}
+	notFromPodStmt Stmt = MatchAddrSet{Field: SAddr, Negate: true, Set: clusterCIDRsSet}
+)
+
+// numgenStmts are the MatchNumgen statements of the usual endpoint counts, boxed once.
+var numgenStmts = func() []Stmt {
+	stmts := make([]Stmt, 65)
+	for i := range stmts {
+		stmts[i] = MatchNumgen{Mod: uint32(i)}
+	}
+	return stmts
+}()
+
+// numgenStmt returns MatchNumgen{Mod: mod}, shared when it can be.
+func numgenStmt(mod uint32) Stmt {
+	if int(mod) < len(numgenStmts) {
+		return numgenStmts[mod]
+	}
+	return MatchNumgen{Mod: mod}
 }
 
 // loadBalance ends a policy chain with the choice of an endpoint: first a client's remembered endpoint when
 // affinity is on, then a cascade in which endpoint i of n wins with probability 1/(n-i), so that each is
 // chosen with probability 1/n, without any set.
-func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto model.L4Proto, eps []model.Endpoint) {
+func (f *fragment) loadBalance(c *Chain, s *model.Service, proto model.L4Proto, eps []model.Endpoint, names *endpointNames) {
+	n := len(eps)
+	chainName := func(e model.Endpoint) string {
+		if i := names.index(e); i >= 0 && names.chains != nil {
+			return names.chains[i]
+		}
+		return ""
+	}
 	if s.AffinityTimeout > 0 {
+		c.Rules = slices.Grow(c.Rules, 2*n)
 		for _, e := range eps {
-			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: affinitySetName(base, e)},
-				Verdict{Kind: VerdictGoto, Chain: endpointChainName(base, e)}))
+			i := names.index(e)
+			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: names.affinity[i]},
+				Verdict{Kind: VerdictGoto, Chain: names.chains[i]}))
 		}
 	}
-	n := len(eps)
 	if f.ids != nil && n <= EndpointMapStride {
 		if id, ok := f.ids.get(c.Name); ok {
 			shard := id % EndpointMapShards
@@ -944,15 +1025,18 @@ func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto mo
 			return
 		}
 	}
+	c.Rules = slices.Grow(c.Rules, n)
 	for i, e := range eps {
 		var stmts []Stmt
-		if i < n-1 {
-			stmts = append(stmts, MatchNumgen{Mod: uint32(n - i)})
-		}
-		if f.inline {
-			stmts = append(stmts, MatchProto{Proto: proto}, DNAT{Addr: e.Addr, Port: e.Port})
-		} else {
-			stmts = append(stmts, Verdict{Kind: VerdictGoto, Chain: endpointChainName(base, e)})
+		switch {
+		case f.inline && i < n-1:
+			stmts = []Stmt{numgenStmt(uint32(n - i)), MatchProto{Proto: proto}, DNAT{Addr: e.Addr, Port: e.Port}}
+		case f.inline:
+			stmts = []Stmt{MatchProto{Proto: proto}, DNAT{Addr: e.Addr, Port: e.Port}}
+		case i < n-1:
+			stmts = []Stmt{numgenStmt(uint32(n - i)), Verdict{Kind: VerdictGoto, Chain: chainName(e)}}
+		default:
+			stmts = []Stmt{Verdict{Kind: VerdictGoto, Chain: chainName(e)}}
 		}
 		c.Rules = append(c.Rules, Rule{Stmts: stmts})
 	}

@@ -88,17 +88,74 @@ type ServiceRules struct {
 func (g *ServiceRules) EachElement(fn func(set string, e Element)) {
 	for i := range g.elements {
 		if e := &g.elements[i]; !e.shadowed {
-			fn(e.set, e.elem)
+			fn(e.set, e.element())
 		}
 	}
 }
 
-// setElement is an element destined to a named shared set or map.
+// setElement is an element destined to a named shared set or map, stored compactly (a quarter of an
+// Element: a 10,000-Service table holds hundreds of thousands): IPv4 addresses as 4 bytes, the verdict
+// chain and set names shared with the chains and the Renderer. An element that does not fit (never from a
+// validated model) keeps the Element in full.
 type setElement struct {
-	set  string
-	elem Element
+	set, chain       string
+	addr, target     [4]byte
+	index            uint32
+	port, targetPort uint16
+	// bits is the prefix length, -1 for no prefix.
+	bits      int8
+	proto     model.L4Proto
+	verdict   VerdictKind
+	hasTarget bool
 	// shadowed is true when an earlier Service holds the same key in the set.
 	shadowed bool
+	full     *Element
+}
+
+// newSetElement packs e for set.
+func newSetElement(set string, e Element) setElement {
+	se := setElement{set: set, chain: e.Verdict.Chain, index: e.Index, port: e.Port, proto: e.Proto,
+		verdict: e.Verdict.Kind, bits: -1}
+	fits := true
+	if e.Prefix.IsValid() {
+		fits = e.Prefix.Addr().Is4()
+		if fits {
+			se.addr, se.bits = e.Prefix.Addr().As4(), int8(e.Prefix.Bits())
+		}
+	}
+	if e.Target.IsValid() {
+		fits = fits && e.Target.Addr().Is4()
+		if fits {
+			se.target, se.targetPort, se.hasTarget = e.Target.Addr().As4(), e.Target.Port(), true
+		}
+	}
+	if !fits {
+		se.full = &e
+	}
+	return se
+}
+
+// element unpacks the element.
+func (se *setElement) element() Element {
+	if se.full != nil {
+		return *se.full
+	}
+	e := Element{Proto: se.proto, Port: se.port, Index: se.index, Verdict: Verdict{Kind: se.verdict, Chain: se.chain}}
+	if se.bits >= 0 {
+		e.Prefix = netip.PrefixFrom(netip.AddrFrom4(se.addr), int(se.bits))
+	}
+	if se.hasTarget {
+		e.Target = netip.AddrPortFrom(netip.AddrFrom4(se.target), se.targetPort)
+	}
+	return e
+}
+
+// sameKey reports whether two elements of one set have the same key.
+func (se *setElement) sameKey(o *setElement) bool {
+	if se.full != nil || o.full != nil {
+		return se.element().Key() == o.element().Key()
+	}
+	return se.addr == o.addr && se.bits == o.bits && se.proto == o.proto && se.port == o.port && se.index == o.index
 }
 
 // FixedChains returns the chains that belong to no Service: base chains and dispatch chains (every
