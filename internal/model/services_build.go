@@ -203,7 +203,8 @@ func groupSlices(all []*discoveryv1.EndpointSlice) map[string][]*discoveryv1.End
 
 // buildService validates one Service; ok is false when kube-proxy would not proxy it at all.
 func buildService(svc *corev1.Service, skipped *[]*FieldError) (Service, bool) {
-	path := fmt.Sprintf("services[%s/%s]", svc.Namespace, svc.Name)
+	// Field paths are formatted only for errors: a full build of 10,000 valid Services formats none.
+	path := func() string { return fmt.Sprintf("services[%s/%s]", svc.Namespace, svc.Name) }
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return Service{}, false
 	}
@@ -218,7 +219,7 @@ func buildService(svc *corev1.Service, skipped *[]*FieldError) (Service, bool) {
 		}
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
-			*skipped = append(*skipped, fieldErrorf(path+".spec.clusterIPs", "%q is not an IP address", ip))
+			*skipped = append(*skipped, fieldErrorf(path()+".spec.clusterIPs", "%q is not an IP address", ip))
 			return Service{}, false
 		}
 		if a.Is4() {
@@ -234,7 +235,7 @@ func buildService(svc *corev1.Service, skipped *[]*FieldError) (Service, bool) {
 		a, err := netip.ParseAddr(strings.TrimSpace(ip))
 		switch {
 		case err != nil:
-			*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.spec.externalIPs[%d]", path, i), "%q is not an IP address", ip))
+			*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.spec.externalIPs[%d]", path(), i), "%q is not an IP address", ip))
 		case a.Is4():
 			s.ExternalIPs = appendUnique(s.ExternalIPs, a)
 		}
@@ -247,7 +248,7 @@ func buildService(svc *corev1.Service, skipped *[]*FieldError) (Service, bool) {
 			a, err := netip.ParseAddr(ing.IP)
 			switch {
 			case err != nil:
-				*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.status.loadBalancer.ingress[%d].ip", path, i), "%q is not an IP address", ing.IP))
+				*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.status.loadBalancer.ingress[%d].ip", path(), i), "%q is not an IP address", ing.IP))
 			case a.Is4():
 				s.LoadBalancerIPs = appendUnique(s.LoadBalancerIPs, a)
 			}
@@ -256,7 +257,7 @@ func buildService(svc *corev1.Service, skipped *[]*FieldError) (Service, bool) {
 			p, err := netip.ParsePrefix(strings.TrimSpace(r))
 			switch {
 			case err != nil:
-				*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.spec.loadBalancerSourceRanges[%d]", path, i), "%q is not a CIDR", r))
+				*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.spec.loadBalancerSourceRanges[%d]", path(), i), "%q is not a CIDR", r))
 			case p.Addr().Is4():
 				s.SourceRanges = append(s.SourceRanges, p.Masked())
 			}
@@ -273,20 +274,20 @@ func buildService(svc *corev1.Service, skipped *[]*FieldError) (Service, bool) {
 
 	hasNodePorts := svc.Spec.Type == corev1.ServiceTypeNodePort || svc.Spec.Type == corev1.ServiceTypeLoadBalancer
 	for i, p := range svc.Spec.Ports {
-		pp := fmt.Sprintf("%s.spec.ports[%d]", path, i)
+		pp := func() string { return fmt.Sprintf("%s.spec.ports[%d]", path(), i) }
 		proto, ok := parseL4Proto(p.Protocol)
 		if !ok {
-			*skipped = append(*skipped, fieldErrorf(pp+".protocol", "%q is not TCP, UDP or SCTP", p.Protocol))
+			*skipped = append(*skipped, fieldErrorf(pp()+".protocol", "%q is not TCP, UDP or SCTP", p.Protocol))
 			continue
 		}
 		if p.Port < 1 || p.Port > 65535 {
-			*skipped = append(*skipped, fieldErrorf(pp+".port", "%d is not a port (1-65535)", p.Port))
+			*skipped = append(*skipped, fieldErrorf(pp()+".port", "%d is not a port (1-65535)", p.Port))
 			continue
 		}
 		sp := ServicePort{Name: p.Name, Protocol: proto, Port: uint16(p.Port)}
 		if hasNodePorts && p.NodePort != 0 {
 			if p.NodePort < 1 || p.NodePort > 65535 {
-				*skipped = append(*skipped, fieldErrorf(pp+".nodePort", "%d is not a port (1-65535)", p.NodePort))
+				*skipped = append(*skipped, fieldErrorf(pp()+".nodePort", "%d is not a port (1-65535)", p.NodePort))
 			} else {
 				sp.NodePort = uint16(p.NodePort)
 			}
@@ -309,8 +310,16 @@ func buildService(svc *corev1.Service, skipped *[]*FieldError) (Service, bool) {
 // name and protocol, the first address of each endpoint is used, and a duplicate address:port keeps its first
 // occurrence (slices sorted by name).
 func endpointsFor(sp *ServicePort, slicesOfSvc []*discoveryv1.EndpointSlice, svcKey string, skipped *[]*FieldError) []Endpoint {
-	seen := make(map[netip.AddrPort]bool)
-	var out []Endpoint
+	// Sized once (the model of 100,000 endpoints is kept for as long as they exist); duplicates are
+	// removed after sorting rather than through a map per port.
+	total := 0
+	for _, es := range slicesOfSvc {
+		total += len(es.Endpoints)
+	}
+	if total == 0 {
+		return nil
+	}
+	out := make([]Endpoint, 0, total)
 	for _, es := range slicesOfSvc {
 		var port int32
 		found := false
@@ -331,9 +340,9 @@ func endpointsFor(sp *ServicePort, slicesOfSvc []*discoveryv1.EndpointSlice, svc
 		if !found {
 			continue
 		}
-		path := fmt.Sprintf("endpointSlices[%s/%s]", es.Namespace, es.Name)
+		path := func() string { return fmt.Sprintf("endpointSlices[%s/%s]", es.Namespace, es.Name) }
 		if port < 1 || port > 65535 {
-			*skipped = append(*skipped, fieldErrorf(path+".ports", "port %q of Service %s: %d is not a port (1-65535)", sp.Name, svcKey, port))
+			*skipped = append(*skipped, fieldErrorf(path()+".ports", "port %q of Service %s: %d is not a port (1-65535)", sp.Name, svcKey, port))
 			continue
 		}
 		for i, ep := range es.Endpoints {
@@ -342,14 +351,9 @@ func endpointsFor(sp *ServicePort, slicesOfSvc []*discoveryv1.EndpointSlice, svc
 			}
 			a, err := netip.ParseAddr(ep.Addresses[0])
 			if err != nil || !a.Is4() {
-				*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.endpoints[%d].addresses[0]", path, i), "%q is not an IPv4 address", ep.Addresses[0]))
+				*skipped = append(*skipped, fieldErrorf(fmt.Sprintf("%s.endpoints[%d].addresses[0]", path(), i), "%q is not an IPv4 address", ep.Addresses[0]))
 				continue
 			}
-			ap := netip.AddrPortFrom(a, uint16(port))
-			if seen[ap] {
-				continue
-			}
-			seen[ap] = true
 			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
 			serving := ready
 			if ep.Conditions.Serving != nil {
@@ -363,10 +367,15 @@ func endpointsFor(sp *ServicePort, slicesOfSvc []*discoveryv1.EndpointSlice, svc
 			out = append(out, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Endpoint) int {
+	if len(out) == 0 {
+		return nil
+	}
+	// Stable, so that of duplicates the first occurrence (slices by name, endpoints in order) is kept.
+	slices.SortStableFunc(out, func(a, b Endpoint) int {
 		return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
 	})
-	return out
+	out = slices.CompactFunc(out, func(a, b Endpoint) bool { return a.Addr == b.Addr && a.Port == b.Port })
+	return slices.Clip(out)
 }
 
 // parseL4Proto maps a Kubernetes protocol to its IP protocol number.
