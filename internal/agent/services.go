@@ -225,7 +225,12 @@ func (p *ServiceProxy) Sync(ctx context.Context) error {
 		stats.Built, stats.Full, stats.Services, stats.Changed = true, ch.Full, len(set.Services), len(ch.Keys)
 		built := time.Now()
 		stats.Build = built.Sub(start)
-		rs = p.renderer.RenderGrouped(set)
+		if ch.Full {
+			rs = p.renderer.RenderGrouped(set)
+		} else {
+			// Only the Services the builder rebuilt: the others are not even read (O(change)).
+			rs = p.renderer.RenderGroupedChanged(set, ch.Keys)
+		}
 		stats.Render = time.Since(built)
 		p.last = rs
 		if p.pendingAt.IsZero() || (!firstDirty.IsZero() && firstDirty.Before(p.pendingAt)) {
