@@ -76,8 +76,10 @@ type Result struct {
 	KernelDuration time.Duration
 }
 
-// Syncer programs table ip vxflow in one network namespace over netlink (google/nftables), keeping an
-// in-memory copy of what it programmed so that a partial sync sends only changed elements and chains.
+// Syncer programs table ip vxflow in one network namespace over netlink (google/nftables), keeping the
+// Ruleset it programmed so that a partial sync sends only changed elements and chains. With a grouped
+// Ruleset (nftables.Renderer.RenderGrouped) that copy is the Ruleset itself and a partial sync costs a
+// pass over the Service groups' pointers plus the changed Services.
 type Syncer struct {
 	opts  Options
 	log   klog.Logger
