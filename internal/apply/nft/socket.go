@@ -116,12 +116,7 @@ func (s *socket) send(b *batch) error {
 				seq := binary.NativeEndian.Uint32(msgs[unix.NLMSG_HDRLEN+4+8:])
 				if code != 0 && first == nil {
 					ke := &kernelError{errno: syscall.Errno(-code)}
-					// Sequence 1 is BATCH_BEGIN; the messages follow from 2.
-					if i := int(seq) - 2; i >= 0 && i < len(b.ops) {
-						ke.op = b.ops[i]
-					} else {
-						ke.op = op{kind: "batch", name: fmt.Sprintf("message %d", seq)}
-					}
+					ke.op = b.describe(seq)
 					first = ke
 				}
 			}

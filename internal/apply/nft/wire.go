@@ -3,6 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 
 	"github.com/google/nftables/userdata"
@@ -70,11 +71,9 @@ type batch struct {
 	buf   []byte
 	seq   uint32
 	msgs  int
-	// ops describes each message by its sequence number offset, for error messages.
-	ops []op
 }
 
-// op names one message of the batch.
+// op names one message of the batch, for error messages.
 type op struct {
 	kind string
 	name string
@@ -118,8 +117,7 @@ func (b *batch) msgEnd(off int) {
 }
 
 // nft starts an nf_tables message of family ip.
-func (b *batch) nft(msg uint16, flags uint16, kind, name string) int {
-	b.ops = append(b.ops, op{kind, name})
+func (b *batch) nft(msg uint16, flags uint16) int {
 	b.msgs++
 	return b.msgStart(nfnlSubsysNFTables<<8|msg, flags, unix.NFPROTO_IPV4, 0)
 }
@@ -177,17 +175,70 @@ func (b *batch) value(typ uint16, data []byte) {
 	b.nestEnd(n)
 }
 
+// describe names the message with sequence number seq, decoded from the batch (an error is rare, and
+// keeping a name per message cost tens of megabytes in a full sync).
+func (b *batch) describe(seq uint32) op {
+	kinds := map[uint16]string{nftMsgNewTable: "add table", 2: "delete table", nftMsgNewChain: "add chain",
+		nftMsgDelChain: "delete chain", nftMsgNewRule: "add rule", nftMsgDelRule: "flush chain", nftMsgNewSet: "add set",
+		nftMsgDelSet: "delete set", nftMsgNewSetElem: "add element", nftMsgDelSetElem: "delete element"}
+	for off := 0; off+unix.NLMSG_HDRLEN+4 <= len(b.buf); {
+		l := int(binary.NativeEndian.Uint32(b.buf[off:]))
+		if l < unix.NLMSG_HDRLEN+4 || off+l > len(b.buf) {
+			break
+		}
+		if binary.NativeEndian.Uint32(b.buf[off+8:]) != seq {
+			off += l
+			continue
+		}
+		typ := binary.NativeEndian.Uint16(b.buf[off+4:]) & 0xff
+		o := op{kind: kinds[typ]}
+		if o.kind == "" {
+			o.kind = fmt.Sprintf("message type %d", typ)
+		}
+		// Attributes: the table's name first, then the object's (a chain, a rule's chain, a set).
+		var strs []string
+		hasElems := false
+		for a := off + unix.NLMSG_HDRLEN + 4; a+4 <= off+l; {
+			al := int(binary.NativeEndian.Uint16(b.buf[a:]))
+			at := binary.NativeEndian.Uint16(b.buf[a+2:]) &^ nlaFNested
+			if al < 4 || a+al > off+l {
+				break
+			}
+			if typ == nftMsgDelSetElem && at == unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+				hasElems = true
+			}
+			if at <= 3 && al > 5 && b.buf[a+al-1] == 0 && len(strs) < 2 {
+				strs = append(strs, string(b.buf[a+4:a+al-1]))
+			}
+			a += (al + 3) &^ 3
+		}
+		if typ == nftMsgDelSetElem && !hasElems {
+			o.kind = "flush set"
+		}
+		switch {
+		case typ == nftMsgNewTable || typ == 2:
+			if len(strs) > 0 {
+				o.name = strs[0]
+			}
+		case len(strs) > 1:
+			o.name = strs[1]
+		}
+		return o
+	}
+	return op{kind: "batch", name: fmt.Sprintf("message %d", seq)}
+}
+
 // --- objects -----------------------------------------------------------------------------------------
 
 func (b *batch) addTable() {
-	m := b.nft(nftMsgNewTable, flagRequest|flagCreate, "add table", b.table)
+	m := b.nft(nftMsgNewTable, flagRequest|flagCreate)
 	b.str(unix.NFTA_TABLE_NAME, b.table)
 	b.u32(unix.NFTA_TABLE_FLAGS, 0)
 	b.msgEnd(m)
 }
 
 func (b *batch) addChain(c *nftables.Chain) {
-	m := b.nft(nftMsgNewChain, flagRequest|flagCreate, "add chain", c.Name)
+	m := b.nft(nftMsgNewChain, flagRequest|flagCreate)
 	b.str(unix.NFTA_CHAIN_TABLE, b.table)
 	b.str(unix.NFTA_CHAIN_NAME, c.Name)
 	if c.Base != nil {
@@ -202,21 +253,21 @@ func (b *batch) addChain(c *nftables.Chain) {
 }
 
 func (b *batch) delChain(name string) {
-	m := b.nft(nftMsgDelChain, flagRequest, "delete chain", name)
+	m := b.nft(nftMsgDelChain, flagRequest)
 	b.str(unix.NFTA_CHAIN_TABLE, b.table)
 	b.str(unix.NFTA_CHAIN_NAME, name)
 	b.msgEnd(m)
 }
 
 func (b *batch) flushChain(name string) {
-	m := b.nft(nftMsgDelRule, flagRequest, "flush chain", name)
+	m := b.nft(nftMsgDelRule, flagRequest)
 	b.str(unix.NFTA_RULE_TABLE, b.table)
 	b.str(unix.NFTA_RULE_CHAIN, name)
 	b.msgEnd(m)
 }
 
 func (b *batch) addRule(chain string, r nftables.Rule) {
-	m := b.nft(nftMsgNewRule, flagRequest|flagCreate|flagAppend, "add rule", chain)
+	m := b.nft(nftMsgNewRule, flagRequest|flagCreate|flagAppend)
 	b.str(unix.NFTA_RULE_TABLE, b.table)
 	b.str(unix.NFTA_RULE_CHAIN, chain)
 	l := b.nest(unix.NFTA_RULE_EXPRESSIONS)
@@ -261,7 +312,7 @@ func mustHex(s string) []byte {
 }
 
 func (b *batch) addSet(s *nftables.Set, id uint32) {
-	m := b.nft(nftMsgNewSet, flagRequest|flagCreate, "add set", s.Name)
+	m := b.nft(nftMsgNewSet, flagRequest|flagCreate)
 	typ, length, fields := setKey(s.Type)
 	var flags uint32
 	switch {
@@ -319,14 +370,14 @@ func (b *batch) addSet(s *nftables.Set, id uint32) {
 }
 
 func (b *batch) delSet(name string) {
-	m := b.nft(nftMsgDelSet, flagRequest, "delete set", name)
+	m := b.nft(nftMsgDelSet, flagRequest)
 	b.str(unix.NFTA_SET_TABLE, b.table)
 	b.str(unix.NFTA_SET_NAME, name)
 	b.msgEnd(m)
 }
 
 func (b *batch) flushSet(name string) {
-	m := b.nft(nftMsgDelSetElem, flagRequest, "flush set", name)
+	m := b.nft(nftMsgDelSetElem, flagRequest)
 	b.str(unix.NFTA_SET_ELEM_LIST_TABLE, b.table)
 	b.str(unix.NFTA_SET_ELEM_LIST_SET, name)
 	b.msgEnd(m)
@@ -341,9 +392,9 @@ func (b *batch) elements(s *nftables.Set, elems []nftables.Element, del bool) {
 	if len(elems) == 0 {
 		return
 	}
-	msg, flags, kind := uint16(nftMsgNewSetElem), uint16(flagRequest|flagCreate), "add element"
+	msg, flags := uint16(nftMsgNewSetElem), uint16(flagRequest|flagCreate)
 	if del {
-		msg, flags, kind = nftMsgDelSetElem, flagRequest, "delete element"
+		msg, flags = nftMsgDelSetElem, flagRequest
 	}
 	var keys [][]byte
 	var ends []bool
@@ -355,7 +406,7 @@ func (b *batch) elements(s *nftables.Set, elems []nftables.Element, del bool) {
 		n = len(keys)
 	}
 	for i := 0; i < n; {
-		m := b.nft(msg, flags, kind, s.Name)
+		m := b.nft(msg, flags)
 		b.str(unix.NFTA_SET_ELEM_LIST_TABLE, b.table)
 		b.str(unix.NFTA_SET_ELEM_LIST_SET, s.Name)
 		l := b.nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS)

@@ -84,9 +84,22 @@ func categorize(s *model.Service, p *model.ServicePort, nodeName string) endpoin
 	return out
 }
 
-// filterEndpoints returns the endpoints for which keep is true, in order.
+// filterEndpoints returns the endpoints for which keep is true, in order: eps itself when it keeps them
+// all (the usual case), which the caller must then only read.
 func filterEndpoints(eps []model.Endpoint, keep func(model.Endpoint) bool) []model.Endpoint {
-	var out []model.Endpoint
+	n := 0
+	for _, e := range eps {
+		if keep(e) {
+			n++
+		}
+	}
+	if n == len(eps) {
+		return eps
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]model.Endpoint, 0, n)
 	for _, e := range eps {
 		if keep(e) {
 			out = append(out, e)

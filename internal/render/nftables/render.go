@@ -614,6 +614,16 @@ func renderService(node *model.ServiceNode, s *model.Service, opts Options, ids 
 	if opts.EndpointMap && noEndpointChains {
 		f.ids = ids
 	}
+	// At most this many elements: sized once, as the group keeps them for its life.
+	perPort := 4 + 2*len(s.ExternalIPs) + 3*len(s.LoadBalancerIPs)
+	most := 0
+	for j := range s.Ports {
+		most += perPort
+		if f.ids != nil {
+			most += 2 * len(s.Ports[j].Endpoints) // Cluster and Local chains
+		}
+	}
+	f.out.elements = make([]setElement, 0, most)
 	for j := range s.Ports {
 		f.servicePort(s, &s.Ports[j])
 	}

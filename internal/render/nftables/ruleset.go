@@ -130,7 +130,8 @@ func newSetElement(set string, e Element) setElement {
 		}
 	}
 	if !fits {
-		se.full = &e
+		full := e
+		se.full = &full
 	}
 	return se
 }
