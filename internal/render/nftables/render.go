@@ -363,12 +363,7 @@ func (rr *Renderer) finish(out []*ServiceRules, todo []toRender, removed []*Serv
 		rr.svcCounts.add(g.counts, -1)
 		rr.svcCounts.add(ng.counts, 1)
 		o.cur = &ng
-		i, found := slices.BinarySearchFunc(out, &ng, func(a, b *ServiceRules) int { return compareServiceKeys(&a.svc, &b.svc) })
-		for ; found && i < len(out) && out[i] != g; i++ {
-		}
-		if found && i < len(out) {
-			out[i] = &ng
-		} else if i = slices.Index(out, g); i >= 0 {
+		if i := slices.Index(out, g); i >= 0 { // rare: only Services sharing a key
 			out[i] = &ng
 		}
 	}
@@ -938,10 +933,10 @@ func (f *fragment) servicePort(s *model.Service, p *model.ServicePort) {
 		}
 	}
 	if usesClusterChain {
-		f.loadBalance(chains[clusterChain], s, p.Protocol, eps.cluster, &names)
+		f.loadBalance(chains[clusterChain], base, s, p.Protocol, eps.cluster, &names)
 	}
 	if usesLocalChain {
-		f.loadBalance(chains[localChain], s, p.Protocol, eps.local, &names)
+		f.loadBalance(chains[localChain], base, s, p.Protocol, eps.local, &names)
 	}
 	for i, e := range eps.reachable {
 		if f.inline {
@@ -980,6 +975,22 @@ func (n *endpointNames) index(e model.Endpoint) int {
 	return -1
 }
 
+// chain returns e's endpoint chain name.
+func (n *endpointNames) chain(base string, e model.Endpoint) string {
+	if i := n.index(e); i >= 0 && n.chains != nil {
+		return n.chains[i]
+	}
+	return endpointChainName(base, e)
+}
+
+// affinitySet returns e's affinity set name.
+func (n *endpointNames) affinitySet(base string, e model.Endpoint) string {
+	if i := n.index(e); i >= 0 && n.affinity != nil {
+		return n.affinity[i]
+	}
+	return affinitySetName(base, e)
+}
+
 // jumpMasqStmt and notFromPodStmt are statements many rules share, boxed once.
 var (
 	jumpMasqStmt   Stmt = Verdict{Kind: VerdictJump, Chain: markMasqChain}
@@ -1006,20 +1017,13 @@ func numgenStmt(mod uint32) Stmt {
 // loadBalance ends a policy chain with the choice of an endpoint: first a client's remembered endpoint when
 // affinity is on, then a cascade in which endpoint i of n wins with probability 1/(n-i), so that each is
 // chosen with probability 1/n, without any set.
-func (f *fragment) loadBalance(c *Chain, s *model.Service, proto model.L4Proto, eps []model.Endpoint, names *endpointNames) {
+func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto model.L4Proto, eps []model.Endpoint, names *endpointNames) {
 	n := len(eps)
-	chainName := func(e model.Endpoint) string {
-		if i := names.index(e); i >= 0 && names.chains != nil {
-			return names.chains[i]
-		}
-		return ""
-	}
 	if s.AffinityTimeout > 0 {
 		c.Rules = slices.Grow(c.Rules, 2*n)
 		for _, e := range eps {
-			i := names.index(e)
-			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: names.affinity[i]},
-				Verdict{Kind: VerdictGoto, Chain: names.chains[i]}))
+			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: names.affinitySet(base, e)},
+				Verdict{Kind: VerdictGoto, Chain: names.chain(base, e)}))
 		}
 	}
 	if f.ids != nil && n <= EndpointMapStride {
@@ -1044,9 +1048,9 @@ func (f *fragment) loadBalance(c *Chain, s *model.Service, proto model.L4Proto, 
 		case f.inline:
 			stmts = []Stmt{MatchProto{Proto: proto}, DNAT{Addr: e.Addr, Port: e.Port}}
 		case i < n-1:
-			stmts = []Stmt{numgenStmt(uint32(n - i)), Verdict{Kind: VerdictGoto, Chain: chainName(e)}}
+			stmts = []Stmt{numgenStmt(uint32(n - i)), Verdict{Kind: VerdictGoto, Chain: names.chain(base, e)}}
 		default:
-			stmts = []Stmt{Verdict{Kind: VerdictGoto, Chain: chainName(e)}}
+			stmts = []Stmt{Verdict{Kind: VerdictGoto, Chain: names.chain(base, e)}}
 		}
 		c.Rules = append(c.Rules, Rule{Stmts: stmts})
 	}
