@@ -23,6 +23,7 @@ func TestRenderGroupedMatchesFresh(t *testing.T) {
 		changed bool
 	}{
 		{"chains-changed-keys", Options{}, nil, true},
+		{"shared-input-changed-keys", Options{SharedInput: true}, nil, true},
 		{"endpoint-map-changed-keys", Options{EndpointMap: true}, nil, true},
 		{"chains", Options{}, nil, false},
 		{"inline", Options{InlineEndpoints: true}, nil, false},
@@ -41,6 +42,12 @@ func TestRenderGroupedMatchesFresh(t *testing.T) {
 				shadowed := 0
 				last := snapshot(set)
 				for step := range 150 {
+					if tc.opts.SharedInput {
+						// What the Renderer keeps must not change: the churn writes into fresh copies.
+						for i := range set.Services {
+							set.Services[i] = set.Services[i].Clone()
+						}
+					}
 					what := churn.Step(set)
 					in := set
 					if step%37 == 36 && !tc.changed {
