@@ -123,8 +123,12 @@ func NewServiceProxy(cfg ServiceProxyConfig, applier RulesetApplier, metrics *Me
 	if cfg.SyncPeriod == 0 {
 		cfg.SyncPeriod = 3 * time.Second
 	}
+	// The builder never modifies a Service it handed out (a change comes as a new value with new slices),
+	// so the renderer may keep them without a deep copy.
+	render := cfg.Render
+	render.SharedInput = true
 	p := &ServiceProxy{cfg: cfg, nft: applier, metrics: metrics, log: log, dirty: make(map[string]struct{}),
-		renderer: nftables.NewRenderer(cfg.Render)}
+		renderer: nftables.NewRenderer(render)}
 	p.runner = NewRunner(cfg.MinSyncInterval, cfg.SyncPeriod, time.Second, p.Sync)
 	return p
 }
