@@ -9,9 +9,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
-	coreinformers "k8s.io/client-go/informers/core/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -56,16 +56,35 @@ func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy)
 		return fmt.Errorf("failed to build the Service label selector: %w", err)
 	}
 	// Informers of their own rather than a factory's: no namespace index (nothing here lists by
-	// namespace), only the EndpointSlices' index by Service.
-	tweak := func(o *metav1.ListOptions) { o.LabelSelector = sel }
-	svcInf := coreinformers.NewFilteredServiceInformer(cs, metav1.NamespaceAll, 0, toolscache.Indexers{}, tweak)
-	esInf := discoveryinformers.NewFilteredEndpointSliceInformer(cs, metav1.NamespaceAll, 0, toolscache.Indexers{
+	// namespace), only the EndpointSlices' index by Service; and a plain (paginated) list rather than a
+	// streamed watch-list, which measured 2.5x slower for 20,000 objects (test/bench/kubeproxy).
+	svcs, slices := cs.CoreV1().Services(metav1.NamespaceAll), cs.DiscoveryV1().EndpointSlices(metav1.NamespaceAll)
+	svcInf := toolscache.NewSharedIndexInformer(listThenWatch{&toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = sel
+			return svcs.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = sel
+			return svcs.Watch(ctx, o)
+		},
+	}}, &corev1.Service{}, 0, toolscache.Indexers{})
+	esInf := toolscache.NewSharedIndexInformer(listThenWatch{&toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = sel
+			return slices.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = sel
+			return slices.Watch(ctx, o)
+		},
+	}}, &discoveryv1.EndpointSlice{}, 0, toolscache.Indexers{
 		indexByService: func(obj any) ([]string, error) {
 			if key := sliceServiceKey(obj); key != "" {
 				return []string{key}, nil
 			}
 			return nil, nil
-		}}, tweak)
+		}})
 	for _, inf := range []toolscache.SharedIndexInformer{svcInf, esInf} {
 		if err := inf.SetTransform(trimForServiceModel); err != nil {
 			return fmt.Errorf("failed to set the informers' transform: %w", err)
@@ -96,13 +115,26 @@ func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy)
 	}
 	go svcInf.Run(ctx.Done())
 	go esInf.Run(ctx.Done())
-	if !toolscache.WaitForCacheSync(ctx.Done(), svcInf.HasSynced, esInf.HasSynced) {
-		return fmt.Errorf("failed to sync the Service and EndpointSlice informers: %w", ctx.Err())
+	// Polled every few milliseconds rather than WaitForCacheSync's 100: the first sync starts as soon as
+	// the lists are in.
+	for !svcInf.HasSynced() || !esInf.HasSynced() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("failed to sync the Service and EndpointSlice informers: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	src := &informerSource{services: svcInf.GetIndexer(), slices: esInf.GetIndexer()}
 	p.SetSource(src, src.triggerTimes)
 	return nil
 }
+
+// listThenWatch makes a reflector list and then watch instead of streaming the initial state through a
+// watch (client-go's WatchListClient).
+type listThenWatch struct{ *toolscache.ListWatch }
+
+// IsWatchListSemanticsUnSupported is what client-go's reflector asks.
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }
 
 // informerSource is the model.ServiceSource over the informers' stores: no copies, no lists.
 type informerSource struct {

@@ -38,6 +38,8 @@ type syncReport struct {
 	// EventToKernelMs is from the first informer event that dirtied the sync to the kernel's commit.
 	EventToKernelMs float64 `json:"eventToKernelMs"`
 	Messages        int     `json:"messages"`
+	// ListMs is the time from the driver's start to its informers having synced (the first sync's input).
+	ListMs float64 `json:"listMs,omitempty"`
 	// HeapMiB and SysMiB are the Go heap in use and the memory obtained from the OS after the sync.
 	HeapMiB    float64 `json:"heapMiB"`
 	SysMiB     float64 `json:"sysMiB"`
@@ -49,6 +51,8 @@ type syncReport struct {
 // agent.StartServiceWatches, as cmd/vxflow-agent runs it) in the node's namespace. heapProfile, when set,
 // receives a heap profile of the live objects after the first sync.
 func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Options, heapProfile string) error {
+	start := time.Now()
+	var listed time.Duration
 	if heapProfile != "" {
 		// Finer than the default 512 KiB, so that the profile shows the smaller owners too.
 		runtime.MemProfileRate = 64 << 10
@@ -90,7 +94,7 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Opt
 		runtime.ReadMemStats(&ms)
 		r := syncReport{Full: s.FullApply, FullBuild: s.Full, Services: s.Services, Changed: s.Changed,
 			BuildMs: msOf(s.Build), RenderMs: msOf(s.Render), SyncMs: msOf(s.Apply), KernelMs: msOf(s.Kernel),
-			EventToKernelMs: msOf(s.EventToKernel), Messages: s.Messages,
+			EventToKernelMs: msOf(s.EventToKernel), Messages: s.Messages, ListMs: msOf(listed),
 			HeapMiB: float64(ms.HeapInuse) / (1 << 20), SysMiB: float64(ms.Sys) / (1 << 20), UnixMillis: time.Now().UnixMilli()}
 		if s.Err != nil {
 			r.Error = s.Err.Error()
@@ -109,6 +113,9 @@ func runDriver(kubeconfig, nodeName string, nodeIP netip.Addr, opts nftables.Opt
 	if err := agent.StartServiceWatches(ctx, cfg, proxy); err != nil {
 		return err
 	}
+	mu.Lock()
+	listed = time.Since(start)
+	mu.Unlock()
 	proxy.Run(ctx)
 	return nil
 }
