@@ -62,9 +62,9 @@ type ServiceStatus struct {
 	Err error
 }
 
-// equal reports whether two statuses would be reported the same way.
-func (s ServiceStatus) equal(o ServiceStatus) bool {
-	return s.Synced == o.Synced && s.Rules == o.Rules && errString(s.Err) == errString(o.Err) &&
+// sameOutcome reports whether two statuses agree on all but the rule count.
+func (s ServiceStatus) sameOutcome(o ServiceStatus) bool {
+	return s.Synced == o.Synced && errString(s.Err) == errString(o.Err) &&
 		slices.EqualFunc(s.Skipped, o.Skipped, func(a, b *model.FieldError) bool { return a.Error() == b.Error() })
 }
 
@@ -93,8 +93,10 @@ type ServiceProxy struct {
 
 	// OnSync, when set before Run, is called after every sync with what it did (the benchmark's report).
 	OnSync func(SyncStats)
-	// OnStatus, when set before Run, is called after a sync whose ServiceStatus differs from the previous
-	// one, so that the node's status report can be rewritten.
+	// OnStatus, when set before Run, is called after a sync that changed whether Service NAT is
+	// programmed, its error or the objects left out, so that the node's status report is rewritten at
+	// once. A new rule count alone does not call it: the agent's periodic node sync reports it (an API
+	// write per endpoint change would slow the loop down).
 	OnStatus func(context.Context, ServiceStatus)
 
 	mu         sync.Mutex
@@ -317,7 +319,7 @@ func (p *ServiceProxy) finish(ctx context.Context, stats SyncStats, rules int, r
 	}
 	cur := p.status
 	p.mu.Unlock()
-	if rs != nil && len(skipped) > 0 && !cur.equal(prev) {
+	if rs != nil && len(skipped) > 0 && !cur.sameOutcome(prev) {
 		msgs := make([]string, 0, min(len(skipped), 10))
 		for _, s := range skipped[:min(len(skipped), 10)] {
 			msgs = append(msgs, s.Error())
@@ -328,7 +330,7 @@ func (p *ServiceProxy) finish(ctx context.Context, stats SyncStats, rules int, r
 	if p.OnSync != nil {
 		p.OnSync(stats)
 	}
-	if p.OnStatus != nil && !cur.equal(prev) {
+	if p.OnStatus != nil && !cur.sameOutcome(prev) {
 		p.OnStatus(ctx, cur)
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os/exec"
@@ -19,8 +20,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	utilptr "k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/vxflow/vxflow/api/v1alpha1"
 	"github.com/vxflow/vxflow/internal/apply/nft"
+	"github.com/vxflow/vxflow/internal/apply/ovs"
 	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/testutil/envtestutil"
 	"github.com/vxflow/vxflow/internal/testutil/ovsnode"
@@ -254,5 +259,64 @@ func TestServiceProxyWaitsForNodeAndSource(t *testing.T) {
 	p.Changed("default/web")
 	if err := p.Sync(ctx); err == nil || p.Healthy() == nil {
 		t.Errorf("a failed apply left the proxy healthy (err %v)", err)
+	}
+}
+
+// TestStatusMergesTheServiceProxy checks the node's status as the two loops report it: the node loop's
+// report says Service NAT is pending until the proxy's first sync rewrites it with the rule count, a
+// failed Service sync turns Programmed false, and a good one turns it back.
+func TestStatusMergesTheServiceProxy(t *testing.T) {
+	ctx := context.Background()
+	scheme, err := Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).
+		WithObjects(testClusterNetwork(), makeTestHostSubnet("node1", "192.168.100.11", "10.128.0.0/23")).
+		WithStatusSubresource(&v1alpha1.HostSubnet{}).Build()
+	f := nft.NewFake()
+	a, err := New(Config{NodeName: "node1", NodeIP: netip.MustParseAddr("192.168.100.11"), Datapath: model.DatapathNetdev},
+		c, c, ovs.NewFake(), &fakeLinks{mtu: 1500}, &NFTables{Interface: f, Log: logr.Discard()}, NewMetrics(prometheus.NewRegistry()), logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	condition := func() (*metav1.Condition, *v1alpha1.HostSubnetAgentStatus) {
+		t.Helper()
+		hs := &v1alpha1.HostSubnet{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "node1"}, hs); err != nil {
+			t.Fatal(err)
+		}
+		return findCondition(hs.Status.Conditions, v1alpha1.ConditionProgrammed), hs.Status.Agent
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cond, st := condition(); cond == nil || !strings.Contains(cond.Message, "Service NAT not programmed yet") || st.NFTRules != 0 {
+		t.Errorf("before the first Service sync: %+v %+v, want Service NAT pending", cond, st)
+	}
+	a.Services().SetSource(noServices{}, nil)
+	if err := a.Services().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cond, st := condition()
+	if cond == nil || cond.Status != metav1.ConditionTrue || st.NFTRules == 0 || !strings.Contains(cond.Message, "nftables rules and elements") {
+		t.Errorf("after the first Service sync: %+v %+v, want Programmed with the rule count", cond, st)
+	}
+	f.Err = errors.New("netlink said no")
+	a.Services().Changed("default/web")
+	if err := a.Services().Sync(ctx); err == nil {
+		t.Fatal("the Service sync did not fail")
+	}
+	if cond, _ := condition(); cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != ReasonApplyFailed || !strings.Contains(cond.Message, "netlink said no") {
+		t.Errorf("after a failed Service sync: %+v, want False/ApplyFailed with the error", cond)
+	}
+	if a.Healthy() == nil {
+		t.Errorf("the agent is healthy although Service NAT failed")
+	}
+	if err := a.Services().Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cond, _ := condition(); cond == nil || cond.Status != metav1.ConditionTrue {
+		t.Errorf("after the retry: %+v, want Programmed again", cond)
 	}
 }
