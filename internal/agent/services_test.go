@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	toolscache "k8s.io/client-go/tools/cache"
 	utilptr "k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -318,5 +320,75 @@ func TestStatusMergesTheServiceProxy(t *testing.T) {
 	}
 	if cond, _ := condition(); cond == nil || cond.Status != metav1.ConditionTrue {
 		t.Errorf("after the retry: %+v, want Programmed again", cond)
+	}
+}
+
+// TestTrimForServiceModelKeepsTheModel checks that the informers' transform drops only what the Service
+// model never reads: a build from trimmed objects equals a build from the originals.
+func TestTrimForServiceModelKeepsTheModel(t *testing.T) {
+	trigger := "2026-11-30T08:00:00.5Z"
+	newObjects := func() (*corev1.Service, *discoveryv1.EndpointSlice) {
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web", UID: "u1", ResourceVersion: "7",
+				Labels: map[string]string{"app": "web"}, Annotations: map[string]string{"note": "x"},
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "172.30.0.10", ClusterIPs: []string{"172.30.0.10"},
+				Selector: map[string]string{"app": "web"}, ExternalIPs: []string{"192.0.2.9"},
+				LoadBalancerSourceRanges: []string{"192.0.2.0/24"}, SessionAffinity: corev1.ServiceAffinityClientIP,
+				ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, NodePort: 30080,
+					AppProtocol: utilptr.To("http"), TargetPort: intstr.FromInt32(8080)}}},
+			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "192.0.2.1"}}}},
+		}
+		es := &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "web-1", UID: "u2", ResourceVersion: "8",
+				Labels:        map[string]string{discoveryv1.LabelServiceName: "web", "endpointslice.kubernetes.io/managed-by": "c"},
+				Annotations:   map[string]string{corev1.EndpointsLastChangeTriggerTime: trigger, "other": "y"},
+				ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "controller"}}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: utilptr.To("http"), Protocol: utilptr.To(corev1.ProtocolTCP), Port: utilptr.To[int32](8080), AppProtocol: utilptr.To("http")}},
+		}
+		for i := range 5 {
+			es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
+				Addresses:  []string{fmt.Sprintf("10.128.2.%d", i+1), "10.128.9.9"},
+				Conditions: discoveryv1.EndpointConditions{Ready: utilptr.To(i != 2), Serving: utilptr.To(true), Terminating: utilptr.To(i == 2)},
+				NodeName:   utilptr.To(fmt.Sprintf("node%d", i%2)), Zone: utilptr.To("a"), Hostname: utilptr.To("h"),
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Name: "p"}, Hints: &discoveryv1.EndpointHints{},
+			})
+		}
+		return svc, es
+	}
+	svc, es := newObjects()
+	want, err := model.BuildServices(model.ServiceInput{Node: testServiceNodeFacts("192.168.100.11"),
+		Services: []*corev1.Service{svc}, EndpointSlices: []*discoveryv1.EndpointSlice{es}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsvc, tes := newObjects()
+	for _, obj := range []any{tsvc, tes} {
+		if _, err := trimForServiceModel(obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := model.BuildServices(model.ServiceInput{Node: testServiceNodeFacts("192.168.100.11"),
+		Services: []*corev1.Service{tsvc}, EndpointSlices: []*discoveryv1.EndpointSlice{tes}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Services, want.Services) || len(got.Skipped) != len(want.Skipped) {
+		t.Errorf("the model of trimmed objects differs:\n got %+v\nwant %+v", got.Services, want.Services)
+	}
+	if at, ok := model.LastChangeTriggerTime(tes); !ok || at.Format(time.RFC3339Nano) != trigger {
+		t.Errorf("the trigger time was lost: %v %v", at, ok)
+	}
+	if tsvc.ManagedFields != nil || tsvc.Spec.Selector != nil || tes.ManagedFields != nil || tes.Endpoints[0].TargetRef != nil ||
+		len(tes.Annotations) != 1 || len(tes.Labels) != 1 || len(tes.Endpoints[0].Addresses) != 1 {
+		t.Errorf("the transform kept fields the model does not read: %+v %+v", tsvc.ObjectMeta, tes)
+	}
+	if tes.Endpoints[0].NodeName != tes.Endpoints[2].NodeName || tes.Endpoints[0].Conditions.Serving != tes.Endpoints[1].Conditions.Serving {
+		t.Errorf("repeated node names and conditions are not shared")
+	}
+	if key := sliceServiceKey(toolscache.DeletedFinalStateUnknown{Key: "ns/web-1", Obj: tes}); key != "ns/web" {
+		t.Errorf("the Service of a deleted slice's tombstone is %q, want ns/web", key)
 	}
 }

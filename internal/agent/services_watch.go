@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,25 +61,25 @@ func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy)
 	// namespace), only the EndpointSlices' index by Service; and one plain list per type rather than a
 	// streamed watch-list (2.5x slower for 20,000 objects in test/bench/kubeproxy) or pages of 500 (a
 	// further third): the apiserver serves it from its watch cache, and every object is kept anyway.
-	svcs, slices := cs.CoreV1().Services(metav1.NamespaceAll), cs.DiscoveryV1().EndpointSlices(metav1.NamespaceAll)
+	svcAPI, sliceAPI := cs.CoreV1().Services(metav1.NamespaceAll), cs.DiscoveryV1().EndpointSlices(metav1.NamespaceAll)
 	svcInf := toolscache.NewSharedIndexInformer(listThenWatch{&toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector, o.Limit = sel, 0
-			return svcs.List(ctx, o)
+			return svcAPI.List(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = sel
-			return svcs.Watch(ctx, o)
+			return svcAPI.Watch(ctx, o)
 		},
 	}}, &corev1.Service{}, 0, toolscache.Indexers{})
 	esInf := toolscache.NewSharedIndexInformer(listThenWatch{&toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector, o.Limit = sel, 0
-			return slices.List(ctx, o)
+			return sliceAPI.List(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = sel
-			return slices.Watch(ctx, o)
+			return sliceAPI.Watch(ctx, o)
 		},
 	}}, &discoveryv1.EndpointSlice{}, 0, toolscache.Indexers{
 		indexByService: func(obj any) ([]string, error) {
@@ -234,15 +236,62 @@ func trimForServiceModel(obj any) (any, error) {
 		for i := range o.Ports {
 			o.Ports[i].AppProtocol = nil
 		}
+		// The decoder grows the endpoint list by appending (capacity 16 for 10); an exact copy is what stays.
+		if cap(o.Endpoints) > len(o.Endpoints) {
+			o.Endpoints = slices.Clone(o.Endpoints)
+		}
 		for i := range o.Endpoints {
 			e := &o.Endpoints[i]
 			e.TargetRef, e.Hints, e.Zone, e.Hostname, e.DeprecatedTopology = nil, nil, nil, nil, nil
 			if len(e.Addresses) > 1 {
 				e.Addresses = e.Addresses[:1:1]
 			}
+			// Pointers shared by every endpoint: the conditions' two values and one string per node.
+			c := &e.Conditions
+			c.Ready, c.Serving, c.Terminating = sharedBool(c.Ready), sharedBool(c.Serving), sharedBool(c.Terminating)
+			e.NodeName = nodeNames.intern(e.NodeName)
 		}
 	}
 	return obj, nil
+}
+
+// trueValue and falseValue are what sharedBool points to.
+var trueValue, falseValue = true, false
+
+// sharedBool returns a pointer to a shared true or false (store objects are never modified).
+func sharedBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &trueValue
+	}
+	return &falseValue
+}
+
+// stringInterner hands out one *string per distinct value, for fields that repeat across objects.
+type stringInterner struct {
+	mu sync.Mutex
+	m  map[string]*string
+}
+
+// nodeNames interns EndpointSlice endpoints' node names: a cluster has far fewer nodes than endpoints.
+var nodeNames = &stringInterner{m: map[string]*string{}}
+
+func (in *stringInterner) intern(s *string) *string {
+	if s == nil {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if p, ok := in.m[*s]; ok {
+		return p
+	}
+	if len(in.m) >= 100000 {
+		return s // not node names after all: do not grow without bound
+	}
+	in.m[*s] = s
+	return s
 }
 
 // trimMeta drops the metadata nothing in the agent reads; name, namespace, UID and resourceVersion stay.
