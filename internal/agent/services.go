@@ -113,7 +113,8 @@ type ServiceProxy struct {
 	renderer   *nftables.Renderer
 	last       *nftables.Ruleset
 	pendingAt  time.Time // the first event of a built but not yet applied ruleset
-	lastSynced time.Time
+	// reported is the latest EndpointSlice trigger time passed to the applier, per Service.
+	reported map[string]time.Time
 }
 
 // NewServiceProxy returns a Service proxy that applies through nft; it syncs once it has node facts
@@ -243,13 +244,7 @@ func (p *ServiceProxy) Sync(ctx context.Context) error {
 			p.pendingAt = firstDirty
 		}
 		if triggersOf != nil {
-			for k := range dirty {
-				for _, at := range triggersOf(k) {
-					if at.After(p.lastSynced) {
-						triggers = append(triggers, at)
-					}
-				}
-			}
+			triggers = p.newTriggerTimes(dirty, triggersOf)
 		}
 		skipped = set.Skipped
 	}
@@ -272,13 +267,42 @@ func (p *ServiceProxy) Sync(ctx context.Context) error {
 			stats.EventToKernel = committed.Sub(p.pendingAt)
 			p.pendingAt = time.Time{}
 		}
-		p.lastSynced = committed
 	}
 	if rs != nil || err != nil {
 		p.metrics.SyncDuration.WithLabelValues("nftables").Observe(time.Since(start).Seconds())
 	}
 	p.finish(ctx, stats, rules, rs, skipped, err)
 	return err
+}
+
+// newTriggerTimes returns the EndpointSlice last-change-trigger-times of the dirty Services that no earlier
+// sync reported, and remembers the latest per Service (a time before the previous sync's commit can still be
+// new: its event may have arrived after that sync started).
+func (p *ServiceProxy) newTriggerTimes(dirty map[string]struct{}, triggersOf func(string) []time.Time) []time.Time {
+	var out []time.Time
+	for k := range dirty {
+		last, seen := p.reported[k]
+		latest := last
+		times := triggersOf(k)
+		for _, at := range times {
+			if !seen || at.After(last) {
+				out = append(out, at)
+			}
+			if at.After(latest) {
+				latest = at
+			}
+		}
+		switch {
+		case len(times) == 0:
+			delete(p.reported, k)
+		case latest != last || !seen:
+			if p.reported == nil {
+				p.reported = make(map[string]time.Time)
+			}
+			p.reported[k] = latest
+		}
+	}
+	return out
 }
 
 // requeue puts back the changes a sync could not build, so that the next one does.

@@ -392,3 +392,35 @@ func TestTrimForServiceModelKeepsTheModel(t *testing.T) {
 		t.Errorf("the Service of a deleted slice's tombstone is %q, want ns/web", key)
 	}
 }
+
+// TestServiceProxyReportsEachTriggerTimeOnce checks the EndpointSlice trigger times handed to the applier
+// (network_programming_duration_seconds): each once, also when its event arrives after a later sync.
+func TestServiceProxyReportsEachTriggerTimeOnce(t *testing.T) {
+	f := nft.NewFake()
+	p := NewServiceProxy(ServiceProxyConfig{}, &NFTables{Interface: f, Log: logr.Discard()}, NewMetrics(prometheus.NewRegistry()), logr.Discard())
+	base := time.Now().Add(-time.Minute)
+	times := map[string][]time.Time{"ns/a": {base}, "ns/b": {base.Add(time.Second)}}
+	p.SetNode(testServiceNodeFacts("192.168.100.11"))
+	p.SetSource(noServices{}, func(key string) []time.Time { return times[key] })
+	ctx := context.Background()
+	sync := func(keys ...string) {
+		t.Helper()
+		p.Changed(keys...)
+		if err := p.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync("ns/a")
+	sync("ns/a", "ns/b") // a's time was reported; b's is older than the last sync but new
+	times["ns/a"] = []time.Time{base, base.Add(2 * time.Second)}
+	sync("ns/a")
+	want := []time.Time{base, base.Add(time.Second), base.Add(2 * time.Second)}
+	if len(f.Triggers) != len(want) {
+		t.Fatalf("the applier got trigger times %v, want %v", f.Triggers, want)
+	}
+	for i := range want {
+		if !f.Triggers[i].Equal(want[i]) {
+			t.Errorf("trigger %d = %v, want %v", i, f.Triggers[i], want[i])
+		}
+	}
+}
