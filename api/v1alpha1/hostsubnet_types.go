@@ -95,13 +95,23 @@ type HostSubnetAgentStatus struct {
 	// +kubebuilder:validation:MaxLength=16
 	DatapathType string `json:"datapathType,omitempty"`
 
-	// nftLayout is how the agent lays out Service endpoints in nftables when it differs from the default of
-	// one chain per endpoint: InlineEndpoints or EndpointMap (agent flags), so `vxflowctl render` renders the
-	// same table.
+	// nftLayout is how the agent lays out Service endpoints in nftables (its --nft-endpoints flag):
+	// EndpointMap (the default), InlineEndpoints or EndpointChains, so that `vxflowctl render` renders the
+	// same table; empty is read as EndpointMap.
 	// +optional
-	// +kubebuilder:validation:Enum=InlineEndpoints;EndpointMap
+	// +kubebuilder:validation:Enum=EndpointMap;InlineEndpoints;EndpointChains
 	NFTLayout string `json:"nftLayout,omitempty"`
 }
+
+// The values of HostSubnetAgentStatus.NFTLayout.
+const (
+	// NFTLayoutEndpointMap selects endpoints through shared data maps wherever no per-endpoint chain is needed.
+	NFTLayoutEndpointMap = "EndpointMap"
+	// NFTLayoutInlineEndpoints DNATs from each Service's chain wherever no per-endpoint chain is needed.
+	NFTLayoutInlineEndpoints = "InlineEndpoints"
+	// NFTLayoutEndpointChains gives every endpoint its own chain.
+	NFTLayoutEndpointChains = "EndpointChains"
+)
 
 // HostSubnetStatus is what the controller and the node agent observed.
 type HostSubnetStatus struct {

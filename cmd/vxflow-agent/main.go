@@ -37,8 +37,7 @@ type options struct {
 	minSyncInterval, syncPeriod, statusRefresh time.Duration
 	verbosity                                  int
 	debugEndpoints                             bool
-	inlineEndpoints                            bool
-	endpointMap                                bool
+	nftEndpoints                               string
 }
 
 func main() {
@@ -82,8 +81,7 @@ socket, and reports Programmed on its HostSubnet. Metrics and /healthz are serve
 	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs (of the node, and of Service NAT): how soon drift (a flow or rule changed by hand) is repaired")
 	f.DurationVar(&o.statusRefresh, "status-refresh", time.Minute, "how often a steady node rewrites its HostSubnet status")
 	f.BoolVar(&o.debugEndpoints, "debug-endpoints", true, "serve the read-only /debug/trace, /debug/flows, /debug/nftables and /debug/route endpoints that vxflowctl trace --access agent uses")
-	f.BoolVar(&o.endpointMap, "nft-endpoint-map", false, "DNAT through shared endpoint data maps when no per-endpoint chain is needed (userspace datapath, no session affinity): an endpoint replaced is a map element update, which the kernel commits without re-validating the table")
-	f.BoolVar(&o.inlineEndpoints, "nft-inline-endpoints", false, "DNAT straight from each Service's chain when no per-endpoint chain is needed (userspace datapath, no session affinity): about 3x cheaper nftables updates in the kernel")
+	f.StringVar(&o.nftEndpoints, "nft-endpoints", "map", "how Service endpoints are laid out in nftables where no per-endpoint chain is needed (userspace datapath, no session affinity): map (shared endpoint data maps: an endpoint replaced is a map element update, which the kernel commits without re-validating the table), inline (DNAT rules in each Service's chain) or chains (a chain per endpoint everywhere)")
 	f.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity")
 	cmd.AddCommand(newInstallCNICommand())
 	return cmd
@@ -102,6 +100,9 @@ func run(parent context.Context, o *options) error {
 	dp := model.DatapathType(o.datapath)
 	if dp != model.DatapathSystem && dp != model.DatapathNetdev {
 		return fmt.Errorf("failed to parse --datapath %q: want system or netdev", o.datapath)
+	}
+	if o.nftEndpoints != "map" && o.nftEndpoints != "inline" && o.nftEndpoints != "chains" {
+		return fmt.Errorf("failed to parse --nft-endpoints %q: want map, inline or chains", o.nftEndpoints)
 	}
 	if o.kubeconfig != "" {
 		if err := os.Setenv("KUBECONFIG", o.kubeconfig); err != nil {
@@ -145,7 +146,7 @@ func run(parent context.Context, o *options) error {
 		return err
 	}
 	a, err := agent.New(agent.Config{
-		NodeName: o.nodeName, NodeIP: nodeIP, Datapath: dp, StatusRefresh: o.statusRefresh, InlineEndpoints: o.inlineEndpoints, EndpointMap: o.endpointMap,
+		NodeName: o.nodeName, NodeIP: nodeIP, Datapath: dp, StatusRefresh: o.statusRefresh, InlineEndpoints: o.nftEndpoints == "inline", EndpointMap: o.nftEndpoints == "map",
 		Underlay:               ovs.UnderlaySpec{Bridge: o.underlayBridge, NIC: o.underlayNIC, DatapathType: string(dp)},
 		ServiceMinSyncInterval: o.minSyncInterval, ServiceSyncPeriod: o.syncPeriod,
 	}, cache, writer, sw, deps.links, deps.nft, metrics, logger)

@@ -67,15 +67,15 @@ type Config struct {
 	ServiceMinSyncInterval, ServiceSyncPeriod time.Duration
 }
 
-// nftLayout names the nftables endpoint layout for status, empty for the default (a chain per endpoint).
+// nftLayout names the nftables endpoint layout for status (HostSubnetAgentStatus.NFTLayout).
 func (c Config) nftLayout() string {
 	switch {
 	case c.EndpointMap:
-		return "EndpointMap"
+		return v1alpha1.NFTLayoutEndpointMap
 	case c.InlineEndpoints:
-		return "InlineEndpoints"
+		return v1alpha1.NFTLayoutInlineEndpoints
 	}
-	return ""
+	return v1alpha1.NFTLayoutEndpointChains
 }
 
 // Agent converges one node onto what the API says.

@@ -72,8 +72,8 @@ type RenderedFacts struct {
 	UnderlayMTUOrigin string
 	Datapath          model.DatapathType
 	DatapathOrigin    string
-	// NFTLayout is the agent's nftables endpoint layout from status.agent.nftLayout; empty for the default
-	// (a chain per endpoint).
+	// NFTLayout is the agent's nftables endpoint layout from status.agent.nftLayout; empty when it reports
+	// none, which renders the default (EndpointMap).
 	NFTLayout string `json:",omitempty"`
 }
 
@@ -205,9 +205,16 @@ func nodeFacts(cn *v1alpha1.ClusterNetwork, hs *v1alpha1.HostSubnet, opts Render
 	return f
 }
 
-// nftLayoutOptions are the renderer options of the agent's reported nftables layout.
+// nftLayoutOptions are the renderer options of the agent's reported nftables layout; an agent that reports
+// none runs the default, EndpointMap.
 func nftLayoutOptions(layout string) nftables.Options {
-	return nftables.Options{InlineEndpoints: layout == "InlineEndpoints", EndpointMap: layout == "EndpointMap"}
+	switch layout {
+	case v1alpha1.NFTLayoutInlineEndpoints:
+		return nftables.Options{InlineEndpoints: true}
+	case v1alpha1.NFTLayoutEndpointChains:
+		return nftables.Options{}
+	}
+	return nftables.Options{EndpointMap: true}
 }
 
 // localPods turns the Pods scheduled on node that have an IP into the model's local pods: ofports from the

@@ -106,10 +106,12 @@ func TestRenderSeedContent(t *testing.T) {
 		"table=90,priority=100,ip,nw_dst=10.128.2.0/23 actions=move:NXM_NX_REG0[]->NXM_NX_TUN_ID[0..31],set_field:10.10.12.12->tun_dst,output:1",
 		// The service network goes to tun0.
 		"table=60,priority=100,ip,nw_dst=172.30.0.0/16 actions=output:2",
-		// The LoadBalancer IP and the ClusterIP are map elements, the endpoint chain DNATs.
+		// The LoadBalancer IP and the ClusterIP are map elements; the Service chain DNATs to the endpoint
+		// the endpoint map holds at the index numgen picks.
 		"10.10.12.208 . tcp . 8080 : goto external-almighty/almighty5/tcp/web",
 		"172.30.91.5 . tcp . 8080 : goto service-almighty/almighty5/tcp/web",
-		"meta l4proto tcp dnat to 10.128.2.151:8080",
+		"meta l4proto tcp dnat ip to numgen random mod 1 offset 4096 map @service-endpoints-1",
+		"elements = { 4096 : 10.128.2.151 . 8080 }",
 		// Service traffic forwarded to another node is marked, then masqueraded random-fully.
 		"meta mark set meta mark | 0x00000001",
 		"masquerade fully-random",

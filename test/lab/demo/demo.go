@@ -193,7 +193,7 @@ func ownWalk(ctx context.Context, l *lab.Lab, p *printer, subnets map[string]vxf
 		p.hop("node1 nftables", "no table ip "+nftables.TableName, err.Error())
 	} else {
 		p.hop("node1 nftables (prerouting)", fmt.Sprintf("DNAT %s:%d -> %s:%d and mark for masquerade", LBIP, Port, backend.IP, Port),
-			grepLines(ruleset, LBIP, "dnat to "+backend.IP, "ct status dnat")...)
+			grepLines(ruleset, LBIP, "dnat to "+backend.IP, "dnat ip to numgen", " : "+backend.IP+" . ", "ct status dnat")...)
 	}
 	r, _ := lab.RunIn(ctx, l.NetNS(EntryNode), "ip", "route", "get", backend.IP)
 	tunMTU, _ := lab.LinkMTU(ctx, l.NetNS(EntryNode), "tun0")
