@@ -109,10 +109,10 @@ type ServiceProxy struct {
 	status     ServiceStatus
 
 	// Only the runner's goroutine uses these.
-	builder    model.ServiceBuilder
-	renderer   *nftables.Renderer
-	last       *nftables.Ruleset
-	pendingAt  time.Time // the first event of a built but not yet applied ruleset
+	builder   model.ServiceBuilder
+	renderer  *nftables.Renderer
+	last      *nftables.Ruleset
+	pendingAt time.Time // the first event of a built but not yet applied ruleset
 	// reported is the latest EndpointSlice trigger time passed to the applier, per Service.
 	reported map[string]time.Time
 }
