@@ -31,27 +31,26 @@ const (
 )
 
 type options struct {
-	phase      string
-	services   int
-	endpoints  int
-	changes    int
-	workers    int
-	assets     string
-	kubeProxy  string
-	kubeconfig string
-	node       string
-	nodeIP     string
-	nsCP       string
-	nsKP       string
-	nsVX       string
-	out        string
-	inline     bool
-	epMap      bool
-	gogc       string
-	gomemlimit string
-	godebug    string
-	dump       string
-	heap       string
+	phase        string
+	services     int
+	endpoints    int
+	changes      int
+	workers      int
+	assets       string
+	kubeProxy    string
+	kubeconfig   string
+	node         string
+	nodeIP       string
+	nsCP         string
+	nsKP         string
+	nsVX         string
+	out          string
+	nftEndpoints string // --nft-endpoints: map, inline or chains
+	gogc         string
+	gomemlimit   string
+	godebug      string
+	dump         string
+	heap         string
 }
 
 func main() {
@@ -70,8 +69,7 @@ func main() {
 	flag.StringVar(&o.nsKP, "ns-kp", "", "internal: kube-proxy namespace")
 	flag.StringVar(&o.nsVX, "ns-vx", "", "internal: vxflow namespace")
 	flag.StringVar(&o.out, "out", "", "also write the results as JSON to this file")
-	flag.BoolVar(&o.inline, "inline-endpoints", false, "render vxflow with nftables.Options.InlineEndpoints")
-	flag.BoolVar(&o.epMap, "endpoint-map", false, "render vxflow with nftables.Options.EndpointMap")
+	flag.StringVar(&o.nftEndpoints, "nft-endpoints", "map", "vxflow's endpoint layout, as the agent's --nft-endpoints: map (its default), inline or chains")
 	flag.StringVar(&o.gogc, "vxflow-gogc", "", "GOGC for the vxflow driver (default: Go's)")
 	flag.StringVar(&o.gomemlimit, "vxflow-gomemlimit", "", "GOMEMLIMIT for the vxflow driver (default: none)")
 	flag.StringVar(&o.heap, "vxflow-heap-profile", "", "write the vxflow driver's heap profile (live objects after its first sync) to this file, and its log to this file.log")
@@ -83,7 +81,7 @@ func main() {
 	switch o.phase {
 	case "driver":
 		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP),
-			nftables.Options{InlineEndpoints: o.inline, EndpointMap: o.epMap}, o.heap)
+			nftables.Options{InlineEndpoints: o.nftEndpoints == "inline", EndpointMap: o.nftEndpoints == "map"}, o.heap)
 	case "run":
 		err = run(o)
 	case "":
@@ -176,7 +174,7 @@ func setup(o options) error {
 		fmt.Sprintf("-services=%d", o.services), fmt.Sprintf("-endpoints=%d", o.endpoints),
 		fmt.Sprintf("-changes=%d", o.changes), fmt.Sprintf("-workers=%d", o.workers),
 		"-assets=" + o.assets, "-kube-proxy=" + o.kubeProxy, "-out=" + o.out,
-		fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap), "-vxflow-gogc=" + o.gogc, "-vxflow-gomemlimit=" + o.gomemlimit, "-vxflow-godebug=" + o.godebug, "-vxflow-heap-profile=" + o.heap, "-dump=" + o.dump,
+		"-nft-endpoints=" + o.nftEndpoints, "-vxflow-gogc=" + o.gogc, "-vxflow-gomemlimit=" + o.gomemlimit, "-vxflow-godebug=" + o.godebug, "-vxflow-heap-profile=" + o.heap, "-dump=" + o.dump,
 		"-ns-cp=" + o.nsCP, "-ns-kp=" + o.nsKP, "-ns-vx=" + o.nsVX}
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

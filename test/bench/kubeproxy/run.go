@@ -487,7 +487,7 @@ func startDriver(o options, work, kubeconfig string) (*proxy, error) {
 		return nil, err
 	}
 	p, err := startProxy("vxflow", o.nsVX, work, self, "-phase=driver", "-driver-kubeconfig="+kubeconfig, "-node=vx-node",
-		"-node-ip="+vxAddr, fmt.Sprintf("-inline-endpoints=%v", o.inline), fmt.Sprintf("-endpoint-map=%v", o.epMap),
+		"-node-ip="+vxAddr, "-nft-endpoints="+o.nftEndpoints,
 		"-vxflow-heap-profile="+o.heap)
 	return p, err
 }
@@ -810,8 +810,8 @@ func report(r results, o options) {
 		}
 		return fmt.Sprintf("%.1fx", kp/vx)
 	}
-	fmt.Printf("\n%d Services x %d endpoints (objects created in %.1fs), vxflow InlineEndpoints=%v EndpointMap=%v GOGC=%q\n",
-		o.services, o.endpoints, r.CreateSeconds, o.inline, o.epMap, o.gogc)
+	fmt.Printf("\n%d Services x %d endpoints (objects created in %.1fs), vxflow --nft-endpoints=%s GOGC=%q\n",
+		o.services, o.endpoints, r.CreateSeconds, o.nftEndpoints, o.gogc)
 	fmt.Printf("%-44s %12s %12s %10s\n", "", "kube-proxy", "vxflow", "kp/vxflow")
 	row := func(label string, kp, vx float64, unit string) {
 		fmt.Printf("%-44s %11.1f%s %11.1f%s %10s\n", label, kp, unit, vx, unit, ratio(kp, vx))

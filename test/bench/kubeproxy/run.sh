@@ -2,7 +2,7 @@
 # run.sh compares vxflow's Service NAT syncer with kube-proxy (nftables mode) on the same envtest API
 # server and prints the figures and their ratios (docs/performance.md, "Service NAT (nftables)").
 #
-# Usage (as root): test/bench/kubeproxy/run.sh [-services N] [-endpoints M] [-changes K] [-inline-endpoints] [-endpoint-map] ...
+# Usage (as root): test/bench/kubeproxy/run.sh [-services N] [-endpoints M] [-changes K] [-nft-endpoints map|inline|chains] ...
 # It builds the control plane first if needed (hack/build-control-plane.sh) and removes every namespace and
 # process it starts, also when interrupted.
 set -euo pipefail
