@@ -272,8 +272,14 @@ func (s *Switch) EnsurePodPortAt(ctx context.Context, name string, externalIDs m
 		return 0, fmt.Errorf("failed to ensure pod port %s: %w", name, err)
 	}
 	assigned := 0
-	if err := s.waitCache(ctx, func(snap *snapshot) (bool, error) {
-		iface := snap.ifaceOnBridge(s.bridge, name)
+	// The transaction put the port on the SDN bridge; from here only its interface row (names are unique)
+	// is read, not a snapshot of every table: 20 concurrent ADDs woken by each cache update made snapshots
+	// (libovsdb clones rows through JSON) a third of the CNI server's CPU.
+	if err := s.waitFor(ctx, func(ctx context.Context) (bool, error) {
+		iface, err := s.interfaceNamed(ctx, name)
+		if err != nil {
+			return false, err
+		}
 		switch {
 		case iface == nil || iface.Ofport == nil || *iface.Ofport == 0:
 			return false, nil
@@ -290,19 +296,27 @@ func (s *Switch) EnsurePodPortAt(ctx context.Context, name string, externalIDs m
 
 // OfportFree is part of Interface.
 func (s *Switch) OfportFree(ctx context.Context, name string, ofport int) (bool, error) {
-	snap, err := s.snapshot(ctx)
-	if err != nil {
-		return false, err
+	var taken []ovsdbmodel.Interface
+	err := s.db.WhereCache(func(i *ovsdbmodel.Interface) bool {
+		return i.Name != name && ((i.Ofport != nil && *i.Ofport == ofport) || (i.OfportRequest != nil && *i.OfportRequest == ofport))
+	}).List(ctx, &taken)
+	if err != nil && !errors.Is(err, client.ErrNotFound) {
+		return false, fmt.Errorf("failed to read the OVSDB cache: %w", err)
 	}
-	for _, iface := range snap.ifaces {
-		if iface.Name == name {
-			continue
-		}
-		if (iface.Ofport != nil && *iface.Ofport == ofport) || (iface.OfportRequest != nil && *iface.OfportRequest == ofport) {
-			return false, nil
-		}
+	return len(taken) == 0, nil
+}
+
+// interfaceNamed returns the cached Interface row called name, nil when there is none.
+func (s *Switch) interfaceNamed(ctx context.Context, name string) (*ovsdbmodel.Interface, error) {
+	var rows []ovsdbmodel.Interface
+	err := s.db.WhereCache(func(i *ovsdbmodel.Interface) bool { return i.Name == name }).List(ctx, &rows)
+	if err != nil && !errors.Is(err, client.ErrNotFound) {
+		return nil, fmt.Errorf("failed to read the OVSDB cache: %w", err)
 	}
-	return true, nil
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	return &rows[0], nil
 }
 
 // DeletePort is part of Interface. Like EnsurePodPort, concurrent calls share one OVSDB transaction. It
@@ -734,8 +748,12 @@ func (s *Switch) transactLocked(ctx context.Context, plan func(*snapshot) ([]ovs
 // waitApplied waits until ovs-vswitchd has applied the configuration numbered cfg (its cur_cfg reached
 // it), or until ctx ends or the timeout passes.
 func (s *Switch) waitApplied(ctx context.Context, cfg int) error {
-	return s.waitCache(ctx, func(snap *snapshot) (bool, error) {
-		return snap.root != nil && snap.root.CurCfg >= cfg, nil
+	return s.waitFor(ctx, func(ctx context.Context) (bool, error) {
+		var roots []ovsdbmodel.OpenvSwitch
+		if err := s.db.List(ctx, &roots); err != nil && !errors.Is(err, client.ErrNotFound) {
+			return false, fmt.Errorf("failed to read the OVSDB cache: %w", err)
+		}
+		return len(roots) > 0 && roots[0].CurCfg >= cfg, nil
 	})
 }
 
@@ -746,17 +764,25 @@ const cachePoll = 50 * time.Millisecond
 // waitCache looks at the cache whenever it changes (and every cachePoll) until done reports true or an
 // error, or the timeout passes.
 func (s *Switch) waitCache(ctx context.Context, done func(*snapshot) (bool, error)) error {
+	return s.waitFor(ctx, func(ctx context.Context) (bool, error) {
+		snap, err := s.snapshot(ctx)
+		if err != nil {
+			return false, err
+		}
+		return done(snap)
+	})
+}
+
+// waitFor calls check whenever the cache changes (and every cachePoll) until it reports true or an error,
+// or the timeout passes; check should read only the rows it needs.
+func (s *Switch) waitFor(ctx context.Context, check func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	t := time.NewTicker(cachePoll)
 	defer t.Stop()
 	for {
 		changed := s.cacheChanged()
-		snap, err := s.snapshot(ctx)
-		if err != nil {
-			return err
-		}
-		ok, err := done(snap)
+		ok, err := check(ctx)
 		if err != nil || ok {
 			return err
 		}
