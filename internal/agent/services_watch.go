@@ -21,16 +21,12 @@ import (
 	"github.com/vxflow/vxflow/internal/model"
 )
 
-// labelServiceProxyName marks a Service (and its EndpointSlices) as handled by another proxy; kube-proxy
-// ignores such objects, and so does vxflow.
-const labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
-
 // indexByService indexes EndpointSlices by their Service's namespace/name.
 const indexByService = "service"
 
 // serviceSelector is kube-proxy's: no Services of another proxy, no headless Services' slices.
 func serviceSelector() (string, error) {
-	noProxyName, err := labels.NewRequirement(labelServiceProxyName, selection.DoesNotExist, nil)
+	noProxyName, err := labels.NewRequirement(model.LabelServiceProxyName, selection.DoesNotExist, nil)
 	if err != nil {
 		return "", err
 	}

@@ -30,16 +30,30 @@ type ServiceInput struct {
 func NewServiceInput(node ServiceNode, services []corev1.Service, slices []discoveryv1.EndpointSlice) ServiceInput {
 	in := ServiceInput{
 		Node:           node,
-		Services:       make([]*corev1.Service, len(services)),
-		EndpointSlices: make([]*discoveryv1.EndpointSlice, len(slices)),
+		Services:       make([]*corev1.Service, 0, len(services)),
+		EndpointSlices: make([]*discoveryv1.EndpointSlice, 0, len(slices)),
 	}
 	for i := range services {
-		in.Services[i] = &services[i]
+		if !OtherProxys(services[i].Labels) {
+			in.Services = append(in.Services, &services[i])
+		}
 	}
 	for i := range slices {
-		in.EndpointSlices[i] = &slices[i]
+		if !OtherProxys(slices[i].Labels) {
+			in.EndpointSlices = append(in.EndpointSlices, &slices[i])
+		}
 	}
 	return in
+}
+
+// LabelServiceProxyName marks a Service (and its EndpointSlices) as handled by another proxy; kube-proxy
+// ignores such objects, and so does vxflow (the agent's informers select them away).
+const LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+
+// OtherProxys reports whether an object with these labels belongs to another Service proxy.
+func OtherProxys(labels map[string]string) bool {
+	_, ok := labels[LabelServiceProxyName]
+	return ok
 }
 
 // BuildServices validates the Services, their EndpointSlices and the node facts and returns the ServiceSet

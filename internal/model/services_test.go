@@ -276,3 +276,21 @@ func TestServiceBuilderReuseByVersion(t *testing.T) {
 		t.Errorf("a slice with a new resourceVersion was not rebuilt")
 	}
 }
+
+// TestNewServiceInputLeavesOtherProxysObjects checks that a Service and an EndpointSlice labelled for
+// another proxy (service.kubernetes.io/service-proxy-name) are left out, as the agent's informers do.
+func TestNewServiceInputLeavesOtherProxysObjects(t *testing.T) {
+	mine, theirs := *makeTestSvc("mine"), *makeTestSvc("theirs")
+	theirs.Labels = map[string]string{LabelServiceProxyName: "other-proxy"}
+	slices := []discoveryv1.EndpointSlice{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "mine-1"}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "theirs-1", Labels: map[string]string{LabelServiceProxyName: "other-proxy"}}},
+	}
+	in := NewServiceInput(testServiceNode(), []corev1.Service{mine, theirs}, slices)
+	if len(in.Services) != 1 || in.Services[0].Name != "mine" {
+		t.Errorf("Services = %v, want only mine", in.Services)
+	}
+	if len(in.EndpointSlices) != 1 || in.EndpointSlices[0].Name != "mine-1" {
+		t.Errorf("EndpointSlices = %v, want only mine-1", in.EndpointSlices)
+	}
+}
