@@ -9,9 +9,10 @@ import (
 // runs a sync at least every MaxInterval so that drift (a flow deleted by hand, a restarted switch) is
 // repaired even when the API is quiet.
 //
-// MinInterval counts from the start of the previous sync, so a notification after a quiet period is synced
-// at once (a CNI ADD on an idle node does not wait), and only a burst right after a sync waits; changes that
-// arrive while a sync runs are served together by the next one.
+// MinInterval counts from the start of the previous sync a notification asked for (periodic syncs do not
+// count), so a notification after a quiet period is synced at once (a CNI ADD on an idle node does not
+// wait), and only a burst right after a sync waits; changes that arrive while a sync runs are served
+// together by the next one.
 type Runner struct {
 	// MinInterval is the shortest time between the starts of two syncs; notifications inside it are merged.
 	MinInterval time.Duration
@@ -53,12 +54,14 @@ func (r *Runner) Trigger() {
 func (r *Runner) Run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var last time.Time
+	var last time.Time // start of the last sync a notification asked for
 	for {
+		kicked := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.kick:
+			kicked = true
 			// Wait out the rest of MinInterval so that a burst of notifications becomes one sync.
 			if wait := r.MinInterval - r.now().Sub(last); wait > 0 {
 				select {
@@ -72,9 +75,14 @@ func (r *Runner) Run(ctx context.Context) {
 		// Notifications that arrived while waiting are served by this sync.
 		select {
 		case <-r.kick:
+			kicked = true
 		default:
 		}
-		last = r.now()
+		// Only syncs that notifications asked for space the next ones: a change right after a periodic
+		// (drift-repair) sync is applied at once.
+		if kicked {
+			last = r.now()
+		}
 		next := r.MaxInterval
 		if err := r.Sync(ctx); err != nil {
 			next = r.RetryInterval

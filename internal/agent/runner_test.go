@@ -136,6 +136,30 @@ func TestRunnerMinIntervalCountsFromTheLastStart(t *testing.T) {
 	}
 }
 
+// TestRunnerPeriodicSyncsDoNotDelayChanges checks that a trigger right after a periodic sync is synced at
+// once: only syncs that triggers asked for count for MinInterval.
+func TestRunnerPeriodicSyncsDoNotDelayChanges(t *testing.T) {
+	clock := newFakeClock()
+	var syncs atomic.Int32
+	r := NewRunner(time.Hour, 20*time.Millisecond, time.Hour, func(context.Context) error {
+		syncs.Add(1)
+		return nil
+	})
+	r.now, r.after = clock.now, clock.after
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Run(ctx)
+	waitFor(t, func() bool { return syncs.Load() >= 3 }, "periodic syncs")
+	r.Trigger()
+	time.Sleep(100 * time.Millisecond)
+	if w := clock.recordedWaits(); len(w) != 0 {
+		t.Errorf("a trigger after periodic syncs waited %v, want no wait", w)
+	}
+	// A second trigger right after the first one's sync is a burst: it waits.
+	r.Trigger()
+	waitFor(t, func() bool { return len(clock.recordedWaits()) == 1 }, "the runner to wait out MinInterval")
+}
+
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
