@@ -75,7 +75,7 @@ socket, and reports Programmed on its HostSubnet. Metrics and /healthz are serve
 	f.StringVar(&o.cniSocket, "cni-socket", "/var/run/vxflow/cni.sock", "unix socket the vxflow-cni plugin talks to")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "where the CNI conflist is written once the node network is ready")
 	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "where the vxflow-cni binary is installed")
-	f.StringVar(&o.stateDir, "state-dir", "/var/lib/vxflow", "where pod IP allocations are kept across restarts")
+	f.StringVar(&o.stateDir, "state-dir", "/var/run/vxflow", "where pod IP allocations are kept across agent restarts; a tmpfs (as /var/run is on most nodes) keeps them exactly as long as the pods they describe, which do not survive a reboot either")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":9443", "address of /metrics, /healthz and /debug endpoints; empty disables them")
 	f.DurationVar(&o.minSyncInterval, "min-sync-interval", 20*time.Millisecond, "shortest time between the starts of two syncs (of the node, and of Service NAT, separately); changes inside it are applied together")
 	f.DurationVar(&o.syncPeriod, "sync-period", 3*time.Second, "longest time between two syncs (of the node, and of Service NAT): how soon drift (a flow or rule changed by hand) is repaired")

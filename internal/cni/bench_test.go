@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -38,6 +39,17 @@ func benchmarkAdd(b *testing.B, path string, conc int) {
 	n := newTestNode(b, "10.128.0.0/23", 23)
 	steps := &stepTimes{}
 	n.stopServer()
+	// The records on a tmpfs, as the agent's default --state-dir (/var/run) is on a node; this machine's
+	// /var/run and /tmp are on its disk, whose journal commits (ovsdb-server fsyncs every transaction) made
+	// renames wait up to 10 ms.
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		dir, err := os.MkdirTemp("/dev/shm", "vxflow-cni-state-")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = os.RemoveAll(dir) })
+		n.stateDir = dir
+	}
 	n.wrap = func(p Ports, nw PodNetwork) (Ports, PodNetwork) {
 		return timedPorts{p, steps}, timedNetwork{nw, steps}
 	}

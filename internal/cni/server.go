@@ -22,8 +22,9 @@ import (
 	"github.com/vxflow/vxflow/internal/model"
 )
 
-// DefaultStateDir is where the server persists its attachments unless configured otherwise.
-const DefaultStateDir = "/var/lib/vxflow/cni"
+// DefaultStateDir is where the server persists its attachments unless configured otherwise: under /var/run,
+// a tmpfs on most nodes, so records outlive agent restarts but not a reboot, as the pods they describe.
+const DefaultStateDir = "/var/run/vxflow/cni"
 
 // ChecksumOffload decides whether pods keep transmit checksum offload.
 type ChecksumOffload string
