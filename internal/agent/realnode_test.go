@@ -76,16 +76,7 @@ func (n *realNode) newAgent(t *testing.T, c client.Client, reg *prometheus.Regis
 
 func TestAgentOnARealNode(t *testing.T) {
 	ovsnode.RequireRoot(t)
-	env, err := envtestutil.NewEnvironment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		_ = env.Stop()
-		t.Fatalf("failed to start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	_, cfg := envtestutil.Start(t)
 	scheme, err := Scheme()
 	if err != nil {
 		t.Fatal(err)

@@ -82,16 +82,7 @@ func testServiceNodeFacts(ip string) model.ServiceNode {
 // by hand comes back.
 func TestServiceProxyOnARealNamespace(t *testing.T) {
 	ovsnode.RequireRoot(t)
-	env, err := envtestutil.NewEnvironment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		_ = env.Stop()
-		t.Fatalf("failed to start envtest: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	_, cfg := envtestutil.Start(t)
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)

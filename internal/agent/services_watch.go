@@ -58,32 +58,16 @@ func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy)
 	// streamed watch-list (2.5x slower for 20,000 objects in test/bench/kubeproxy) or pages of 500 (a
 	// further third): the apiserver serves it from its watch cache, and every object is kept anyway.
 	svcAPI, sliceAPI := cs.CoreV1().Services(metav1.NamespaceAll), cs.DiscoveryV1().EndpointSlices(metav1.NamespaceAll)
-	svcInf := toolscache.NewSharedIndexInformer(listThenWatch{&toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector, o.Limit = sel, 0
-			return svcAPI.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = sel
-			return svcAPI.Watch(ctx, o)
-		},
-	}}, &corev1.Service{}, 0, toolscache.Indexers{})
-	esInf := toolscache.NewSharedIndexInformer(listThenWatch{&toolscache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector, o.Limit = sel, 0
-			return sliceAPI.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = sel
-			return sliceAPI.Watch(ctx, o)
-		},
-	}}, &discoveryv1.EndpointSlice{}, 0, toolscache.Indexers{
-		indexByService: func(obj any) ([]string, error) {
-			if key := sliceServiceKey(obj); key != "" {
-				return []string{key}, nil
-			}
-			return nil, nil
-		}})
+	svcInf := toolscache.NewSharedIndexInformer(selectedListWatch(sel, svcAPI.List, svcAPI.Watch),
+		&corev1.Service{}, 0, toolscache.Indexers{})
+	esInf := toolscache.NewSharedIndexInformer(selectedListWatch(sel, sliceAPI.List, sliceAPI.Watch),
+		&discoveryv1.EndpointSlice{}, 0, toolscache.Indexers{
+			indexByService: func(obj any) ([]string, error) {
+				if key := sliceServiceKey(obj); key != "" {
+					return []string{key}, nil
+				}
+				return nil, nil
+			}})
 	for _, inf := range []toolscache.SharedIndexInformer{svcInf, esInf} {
 		if err := inf.SetTransform(trimForServiceModel); err != nil {
 			return fmt.Errorf("failed to set the informers' transform: %w", err)
@@ -131,6 +115,22 @@ func StartServiceWatches(ctx context.Context, cfg *rest.Config, p *ServiceProxy)
 // listThenWatch makes a reflector list and then watch instead of streaming the initial state through a
 // watch (client-go's WatchListClient).
 type listThenWatch struct{ *toolscache.ListWatch }
+
+// selectedListWatch lists one type in a single unpaginated request and watches it, both with the label
+// selector sel.
+func selectedListWatch[L runtime.Object](sel string, list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) toolscache.ListerWatcher {
+	return listThenWatch{&toolscache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector, o.Limit = sel, 0
+			return list(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = sel
+			return watchFn(ctx, o)
+		},
+	}}
+}
 
 // IsWatchListSemanticsUnSupported is what client-go's reflector asks.
 func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }

@@ -164,19 +164,7 @@ func TestBuildStatus(t *testing.T) {
 
 // TestStatusEnvtest runs `vxflowctl status` against a real kube-apiserver and etcd with vxflow's CRDs.
 func TestStatusEnvtest(t *testing.T) {
-	env, err := envtestutil.NewEnvironment()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("failed to start envtest: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("failed to stop envtest: %v", err)
-		}
-	})
+	env, cfg := envtestutil.Start(t)
 	admin, err := env.AddUser(envtest.User{Name: "vxflowctl-test", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)

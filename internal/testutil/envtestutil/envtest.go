@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"testing"
 
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -41,4 +43,25 @@ func NewEnvironment() (*envtest.Environment, error) {
 // KubectlPath returns the kubectl built next to the control plane.
 func KubectlPath() string {
 	return filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
+}
+
+// Start starts NewEnvironment's control plane for one test, stops it when the test ends, and returns the
+// environment and its admin config; it fails the test when the control plane cannot start.
+func Start(t testing.TB) (*envtest.Environment, *rest.Config) {
+	t.Helper()
+	env, err := NewEnvironment()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		t.Fatalf("failed to start envtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("failed to stop envtest: %v", err)
+		}
+	})
+	return env, cfg
 }
