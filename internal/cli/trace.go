@@ -1076,7 +1076,8 @@ func (w *walker) ruleset(n *traceNode, s *TraceStep) *nftables.Ruleset {
 
 // cloneForCompare prints a ruleset with its sets, chains and elements sorted, for a comparison that ignores
 // the order the kernel lists them in (hash order for elements, creation order for the sets and chains that
-// later partial syncs added).
+// later partial syncs added) and which endpoint map slots the agent's renderer happened to give each
+// Service (they depend on the order Services appeared; canonicalEndpointMaps).
 func cloneForCompare(rs *nftables.Ruleset) string {
 	cp := &nftables.Ruleset{Chains: slices.Clone(rs.Chains)}
 	for _, s := range rs.Sets {
@@ -1084,10 +1085,65 @@ func cloneForCompare(rs *nftables.Ruleset) string {
 		c.Elements = slices.Clone(s.Elements)
 		cp.Sets = append(cp.Sets, &c)
 	}
+	slices.SortStableFunc(cp.Chains, func(a, b *nftables.Chain) int { return strings.Compare(a.Name, b.Name) })
+	canonicalEndpointMaps(cp)
 	normalise(cp)
 	slices.SortStableFunc(cp.Sets, func(a, b *nftables.Set) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortStableFunc(cp.Chains, func(a, b *nftables.Chain) int { return strings.Compare(a.Name, b.Name) })
 	return cp.String()
+}
+
+// canonicalEndpointMaps rewrites rs (chains sorted by name) so that equal tables print equally whatever
+// endpoint map slots they use: every `dnat ip to numgen ... map @m` becomes a lookup in one map,
+// "endpoint-maps", at an offset numbered by chain order, holding the same targets in the same order; the
+// original endpoint maps are dropped.
+func canonicalEndpointMaps(rs *nftables.Ruleset) {
+	maps := map[string]*nftables.Set{}
+	var others []*nftables.Set
+	for _, s := range rs.Sets {
+		if s.Type == nftables.SetTypeEndpointMap {
+			maps[s.Name] = s
+		} else {
+			others = append(others, s)
+		}
+	}
+	if len(maps) == 0 {
+		return
+	}
+	canon := &nftables.Set{Name: "endpoint-maps", Type: nftables.SetTypeEndpointMap}
+	next := uint32(0)
+	for i, c := range rs.Chains {
+		var rules []nftables.Rule
+		for _, r := range c.Rules {
+			stmts := r.Stmts
+			for j, st := range r.Stmts {
+				d, ok := st.(nftables.DNATMap)
+				if !ok {
+					continue
+				}
+				targets := map[uint32]netip.AddrPort{}
+				if m := maps[d.Map]; m != nil {
+					for _, e := range m.Elements {
+						if e.Index >= d.Offset && e.Index < d.Offset+d.Mod {
+							targets[e.Index-d.Offset] = e.Target
+						}
+					}
+				}
+				for k := range d.Mod {
+					if t, ok := targets[k]; ok {
+						canon.Elements = append(canon.Elements, nftables.Element{Index: next + k, Target: t})
+					}
+				}
+				stmts = slices.Clone(stmts)
+				stmts[j] = nftables.DNATMap{Mod: d.Mod, Offset: next, Map: canon.Name}
+				next += d.Mod
+			}
+			rules = append(rules, nftables.Rule{Stmts: stmts, Comment: r.Comment})
+		}
+		cc := *c
+		cc.Rules = rules
+		rs.Chains[i] = &cc
+	}
+	rs.Sets = append(others, canon)
 }
 
 // normalise sorts set elements (the kernel lists them in hash order) and treats no elements as nil.
