@@ -3,7 +3,6 @@ package ovs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -123,9 +122,6 @@ func runConformance(t *testing.T, s Interface, h conformanceHooks) {
 	if d, _ := s.Drifted(ctx); !d {
 		t.Errorf("Drifted before the first Sync = false")
 	}
-	if _, err := s.SyncOwner(ctx, 0xbeef01, ownedFlows(0xbeef01, 1)); !errors.Is(err, ErrNoBaseline) {
-		t.Errorf("SyncOwner before the first Sync = %v, want ErrNoBaseline", err)
-	}
 	sync(SyncResult{Added: total, Total: total})
 	sync(SyncResult{Total: total})
 	if d, _ := s.Drifted(ctx); d {
@@ -155,31 +151,6 @@ func runConformance(t *testing.T, s Interface, h conformanceHooks) {
 		t.Errorf("after SyncChanges: %d flows, want %d (the hand-deleted one still missing)", len(got), total-1)
 	}
 	sync(SyncResult{Added: 1, Total: total})
-
-	// SyncOwner changes one owner's flows and leaves the others; what it remembers stays exact, so a
-	// SyncChanges with everything finds nothing to do.
-	if res, err := s.SyncOwner(ctx, 0xbeef01, ownedFlows(0xbeef01, 2)); err != nil || res.Added != 2 || res.FlowMods() != 2 {
-		t.Errorf("SyncOwner(add 2) = %+v, %v", res, err)
-	}
-	if res, err := s.SyncOwner(ctx, 0xbeef02, ownedFlows(0xbeef02, 1)); err != nil || res.Added != 1 {
-		t.Errorf("SyncOwner(another owner) = %+v, %v", res, err)
-	}
-	if res, err := s.SyncOwner(ctx, 0xbeef01, ownedFlows(0xbeef01, 2)); err != nil || res.FlowMods() != 0 {
-		t.Errorf("SyncOwner again = %+v, %v; want nothing to do", res, err)
-	}
-	if _, err := s.SyncOwner(ctx, 0xbeef03, ownedFlows(0xbeef01, 1)); err == nil {
-		t.Errorf("SyncOwner accepted a flow of another owner")
-	}
-	if got, _ := s.Dump(ctx); len(got) != total+3 {
-		t.Errorf("after SyncOwner: %d flows, want %d", len(got), total+3)
-	}
-	if res, err := s.SyncOwner(ctx, 0xbeef01, nil); err != nil || res.Deleted != 2 || res.FlowMods() != 2 {
-		t.Errorf("SyncOwner(delete) = %+v, %v", res, err)
-	}
-	if res, err := s.SyncChanges(ctx, append(slices.Clone(desired), ownedFlows(0xbeef02, 1)...)); err != nil || res.FlowMods() != 0 {
-		t.Errorf("SyncChanges after SyncOwner = %+v, %v; want nothing to do", res, err)
-	}
-	sync(SyncResult{Deleted: 1, Total: total})
 
 	// A goto_table backwards is rejected by the switch, and with it the whole Sync.
 	bad := slices.Clone(desired)
@@ -238,15 +209,4 @@ func TestSwitchConformance(t *testing.T) {
 			n.MustRun("ip", "link", "set", name, "up")
 		},
 	})
-}
-
-// ownedFlows returns n flows of table 70 carrying cookie, their matches derived from it so that owners do not
-// share keys.
-func ownedFlows(cookie uint64, n int) []openflow.Flow {
-	var out []openflow.Flow
-	for i := range n {
-		out = append(out, openflow.Flow{Table: 70, Priority: 100, Cookie: cookie,
-			Match: fmt.Sprintf("ip,nw_dst=10.9.%d.%d", cookie&0xff, i+1), Actions: "drop"})
-	}
-	return out
 }

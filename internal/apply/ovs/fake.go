@@ -206,49 +206,6 @@ func (f *Fake) SyncChanges(_ context.Context, desired []openflow.Flow) (SyncResu
 	return f.sync(desired, true)
 }
 
-// SyncOwner is part of Interface.
-func (f *Fake) SyncOwner(_ context.Context, cookie uint64, desired []openflow.Flow) (SyncResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, fl := range desired {
-		if err := validateFlow(fl); err != nil {
-			return SyncResult{}, fmt.Errorf("failed to validate the desired flows: %w", err)
-		}
-		if fl.Cookie != cookie {
-			return SyncResult{}, fmt.Errorf("failed to validate the desired flows: %s is not owned by cookie %#x", fl.String(), cookie)
-		}
-	}
-	if err := f.failNext; err != nil {
-		f.failNext = nil
-		f.last = nil
-		return SyncResult{}, err
-	}
-	if f.last == nil {
-		return SyncResult{}, ErrNoBaseline
-	}
-	var have []openflow.Flow
-	for _, fl := range f.last {
-		if fl.Cookie == cookie {
-			have = append(have, fl)
-		}
-	}
-	d, err := diffFlows(desired, have)
-	if err != nil {
-		return SyncResult{}, fmt.Errorf("failed to diff the flows of %s: %w", DefaultBridge, err)
-	}
-	for _, fl := range d.deletes {
-		delete(f.flows, fl.Key())
-	}
-	for _, fl := range slices.Concat(d.adds, d.mods) {
-		f.flows[fl.Key()] = fl
-	}
-	f.last = desiredWithMemory(f.last, cookie, desired)
-	f.lastCount = len(f.last)
-	res := SyncResult{Added: len(d.adds), Modified: len(d.mods), Deleted: len(d.deletes), Total: len(desired)}
-	f.syncResults = append(f.syncResults, res)
-	return res, nil
-}
-
 func (f *Fake) sync(desired []openflow.Flow, fromMemory bool) (SyncResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

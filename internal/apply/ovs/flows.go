@@ -2,7 +2,6 @@ package ovs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -52,24 +51,16 @@ func diffFlows(desired, actual []openflow.Flow) (flowDiff, error) {
 	return d, nil
 }
 
-// ErrNoBaseline is SyncOwner's answer before a first Sync, or after a failure: only a whole-bridge sync can
-// go on from there.
-var ErrNoBaseline = errors.New("no record of the bridge's flows to change one owner's against: a full sync is needed")
-
 // FlowApplier keeps one bridge's flows equal to a desired set, by diff, in atomic bundles.
 type FlowApplier struct {
 	bridge string
 	of     *ofctl
 
-	// mu serialises Sync and SyncChanges (held exclusively) against SyncOwner calls, which hold it shared
-	// and run concurrently with each other.
-	mu sync.RWMutex
-	// memMu protects lastCount and last.
-	memMu sync.Mutex
+	mu sync.Mutex // serialises Syncs and protects lastCount and last
 	// lastCount is the number of flows the last successful Sync left on the bridge; -1 before the first.
 	lastCount int
-	// last is what the last successful sync of any kind left on the bridge, for SyncChanges and SyncOwner to
-	// diff against; nil before the first Sync and after a failure.
+	// last is what the last successful Sync or SyncChanges left on the bridge, for SyncChanges to diff
+	// against; nil before the first Sync and after a failure.
 	last []openflow.Flow
 }
 
@@ -93,71 +84,6 @@ func (a *FlowApplier) SyncChanges(ctx context.Context, desired []openflow.Flow) 
 	return a.sync(ctx, desired, true)
 }
 
-// SyncOwner is part of Interface.
-func (a *FlowApplier) SyncOwner(ctx context.Context, cookie uint64, desired []openflow.Flow) (SyncResult, error) {
-	start := time.Now()
-	for _, f := range desired {
-		if err := validateFlow(f); err != nil {
-			return SyncResult{}, fmt.Errorf("failed to validate the desired flows: %w", err)
-		}
-		if f.Cookie != cookie {
-			return SyncResult{}, fmt.Errorf("failed to validate the desired flows: %s is not owned by cookie %#x", f.String(), cookie)
-		}
-	}
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	a.memMu.Lock()
-	if a.last == nil {
-		a.memMu.Unlock()
-		return SyncResult{}, ErrNoBaseline
-	}
-	var have []openflow.Flow
-	for _, f := range a.last {
-		if f.Cookie == cookie {
-			have = append(have, f)
-		}
-	}
-	a.memMu.Unlock()
-	d, err := diffFlows(desired, have)
-	if err != nil {
-		return SyncResult{}, fmt.Errorf("failed to diff the flows of %s: %w", a.bridge, err)
-	}
-	res := SyncResult{Added: len(d.adds), Modified: len(d.mods), Deleted: len(d.deletes), Total: len(desired)}
-	if res.FlowMods() > 0 {
-		if err := a.of.bundle(ctx, d.deletes, append(slices.Clip(d.adds), d.mods...)); err != nil {
-			a.memMu.Lock()
-			a.last = nil // the next sync of any kind dumps
-			a.memMu.Unlock()
-			return SyncResult{}, fmt.Errorf("failed to apply a bundle of %d flow-mods to %s (nothing applied): %w",
-				res.FlowMods(), a.bridge, err)
-		}
-	}
-	a.memMu.Lock()
-	if a.last != nil {
-		a.last = desiredWithMemory(a.last, cookie, desired)
-		a.lastCount = len(a.last)
-	}
-	a.memMu.Unlock()
-	res.Duration = time.Since(start)
-	return res, nil
-}
-
-// desiredWithMemory returns memory with cookie's flows, and any flow at the key of one of them, replaced by
-// desired.
-func desiredWithMemory(memory []openflow.Flow, cookie uint64, desired []openflow.Flow) []openflow.Flow {
-	keys := make(map[string]struct{}, len(desired))
-	for _, f := range desired {
-		keys[f.Key()] = struct{}{}
-	}
-	out := make([]openflow.Flow, 0, len(memory)+len(desired))
-	for _, f := range memory {
-		if _, taken := keys[f.Key()]; f.Cookie != cookie && !taken {
-			out = append(out, f)
-		}
-	}
-	return append(out, desired...)
-}
-
 // sync diffs desired against a dump of the bridge, or against what the last sync left when fromMemory is set
 // and there is such a memory, and applies the difference in one bundle.
 func (a *FlowApplier) sync(ctx context.Context, desired []openflow.Flow, fromMemory bool) (SyncResult, error) {
@@ -170,8 +96,6 @@ func (a *FlowApplier) sync(ctx context.Context, desired []openflow.Flow, fromMem
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.memMu.Lock()
-	defer a.memMu.Unlock()
 
 	actual, dumped := a.last, false
 	if !fromMemory || actual == nil {
@@ -232,9 +156,9 @@ func (a *FlowApplier) Dump(ctx context.Context) ([]openflow.Flow, error) {
 
 // Drifted is part of Interface.
 func (a *FlowApplier) Drifted(ctx context.Context) (bool, error) {
-	a.memMu.Lock()
+	a.mu.Lock()
 	last := a.lastCount
-	a.memMu.Unlock()
+	a.mu.Unlock()
 	if last < 0 {
 		return true, nil
 	}

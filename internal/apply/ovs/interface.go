@@ -123,11 +123,6 @@ type Interface interface {
 	// a pod's flows cost one bundle and no dump; drift is the next Sync's to find. Without such a memory (the
 	// first sync, or after a failure) it is a Sync.
 	SyncChanges(ctx context.Context, desired []openflow.Flow) (SyncResult, error)
-	// SyncOwner makes the flows with cookie equal to desired (all of which carry that cookie), diffing
-	// against what the last sync left, and leaves every other flow alone; calls for different cookies run
-	// concurrently (their bundles too), while Sync and SyncChanges wait for them and they for those. Before a
-	// first Sync, or after a failed one, it changes nothing and returns ErrNoBaseline.
-	SyncOwner(ctx context.Context, cookie uint64, desired []openflow.Flow) (SyncResult, error)
 	// Dump returns the bridge's flows in dump order; an empty list when it has none.
 	Dump(ctx context.Context) ([]openflow.Flow, error)
 	// Drifted reports, cheaply, whether the bridge's flow count differs from what the last Sync left (an

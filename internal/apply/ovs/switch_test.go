@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -250,46 +248,4 @@ func samePorts(a, b []PodPort) bool {
 		}
 	}
 	return true
-}
-
-// TestSwitchSyncOwnerConcurrent runs SyncOwner for ten owners at once on a real switch: every owner's flows
-// land, and what the applier remembers equals the switch afterwards.
-func TestSwitchSyncOwnerConcurrent(t *testing.T) {
-	ovsnode.RequireRoot(t)
-	s, _ := newTestSwitch(t, "owner")
-	ctx := context.Background()
-	if _, err := s.EnsureBridge(ctx, BridgeSpec{DatapathType: DatapathNetdev, VXLANDstPort: 4789, TunMTU: 1450}); err != nil {
-		t.Fatal(err)
-	}
-	base := scaleFixture(2, 2).flows()
-	if _, err := s.Sync(ctx, base); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, 10)
-	for i := range 10 {
-		wg.Go(func() {
-			_, errs[i] = s.SyncOwner(ctx, uint64(0xcafe00+i), ownedFlows(uint64(0xcafe00+i), 3))
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("SyncOwner %d: %v", i, err)
-		}
-	}
-	all := slices.Clone(base)
-	for i := range 10 {
-		all = append(all, ownedFlows(uint64(0xcafe00+i), 3)...)
-	}
-	got, err := s.Dump(ctx)
-	if err != nil || len(got) != len(all) {
-		t.Fatalf("Dump = %d flows, %v; want %d", len(got), err, len(all))
-	}
-	if res, err := s.SyncChanges(ctx, all); err != nil || res.FlowMods() != 0 {
-		t.Errorf("SyncChanges after the owners = %+v, %v; want nothing to do (memory equals the switch)", res, err)
-	}
-	if res, err := s.Sync(ctx, all); err != nil || res.FlowMods() != 0 {
-		t.Errorf("Sync after the owners = %+v, %v; want nothing to do", res, err)
-	}
 }
