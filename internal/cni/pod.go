@@ -3,6 +3,7 @@ package cni
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -128,8 +129,7 @@ func PodOfport(subnet netip.Prefix, ip netip.Addr) int {
 		return 0
 	}
 	a, n := ip.As4(), subnet.Masked().Addr().As4()
-	offset := (uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])) -
-		(uint32(n[0])<<24 | uint32(n[1])<<16 | uint32(n[2])<<8 | uint32(n[3]))
+	offset := binary.BigEndian.Uint32(a[:]) - binary.BigEndian.Uint32(n[:])
 	if offset < 2 || offset+1 > ovs.MaxOfport {
 		return 0
 	}

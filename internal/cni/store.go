@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vxflow/vxflow/internal/model"
 )
 
 // Attachment is one pod interface the server set up: what DEL, CHECK, GC and a restarted agent need to find
@@ -201,7 +203,7 @@ func (s *store) inUse(subnet netip.Prefix) int {
 // nextFree returns the first free host address after s.last (wrapping); callers hold mu.
 func (s *store) nextFree(subnet netip.Prefix, gateway netip.Addr) (netip.Addr, bool) {
 	first := subnet.Masked().Addr().Next()
-	broadcast := lastAddr(subnet)
+	broadcast := model.LastAddr(subnet)
 	usable := func(ip netip.Addr) bool {
 		return ip != gateway && ip != broadcast && subnet.Contains(ip) && ip != subnet.Masked().Addr()
 	}
@@ -223,15 +225,6 @@ func (s *store) nextFree(subnet netip.Prefix, gateway netip.Addr) (netip.Addr, b
 		ip = ip.Next()
 	}
 	return netip.Addr{}, false
-}
-
-// lastAddr returns the broadcast address of an IPv4 prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	hostBits := 32 - p.Bits()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	v |= uint32(1)<<hostBits - 1
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // write stores a's record atomically: temporary file, rename (no fsync, see store).

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/vxflow/vxflow/internal/model"
 )
 
 func testAttachment(id string) Attachment {
@@ -38,7 +40,7 @@ func TestStoreAllocate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("allocation %d: %v", i, err)
 				}
-				if a.IP == subnet.Addr() || a.IP == gw || a.IP == lastAddr(subnet) || !subnet.Contains(a.IP) || seen[a.IP] {
+				if a.IP == subnet.Addr() || a.IP == gw || a.IP == model.LastAddr(subnet) || !subnet.Contains(a.IP) || seen[a.IP] {
 					t.Fatalf("allocation %d gave %s", i, a.IP)
 				}
 				seen[a.IP] = true
@@ -205,7 +207,7 @@ func FuzzStoreNextFree(f *testing.F) {
 		if !ok {
 			return
 		}
-		if !subnet.Contains(got) || got == subnet.Addr() || got == gw || got == lastAddr(subnet) {
+		if !subnet.Contains(got) || got == subnet.Addr() || got == gw || got == model.LastAddr(subnet) {
 			t.Fatalf("nextFree(%s, gw %s) = %s", subnet, gw, got)
 		}
 		if _, taken := s.byIP[got]; taken {

@@ -368,7 +368,7 @@ func (v *NodeView) checkPod(p *LocalPod, path string) *FieldError {
 		return fieldErrorf(path+".ip", "%s is the subnet's network address", ip)
 	case ip == v.Gateway:
 		return fieldErrorf(path+".ip", "%s is the node's gateway address", ip)
-	case ip == lastAddr(v.Subnet):
+	case ip == LastAddr(v.Subnet):
 		return fieldErrorf(path+".ip", "%s is the subnet's broadcast address", ip)
 	}
 	want := PodMAC(p.IP)
@@ -442,8 +442,8 @@ func parseCanonicalPrefix(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// lastAddr returns the highest address of an IPv4 prefix (its broadcast address).
-func lastAddr(p netip.Prefix) netip.Addr {
+// LastAddr returns the highest address of an IPv4 prefix (its broadcast address), which no pod may have.
+func LastAddr(p netip.Prefix) netip.Addr {
 	b := p.Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
 	n := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
