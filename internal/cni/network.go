@@ -87,9 +87,8 @@ func (c NodeNetConfig) validate() error {
 
 // Ports is the part of internal/apply/ovs the server uses; ovs.Interface satisfies it.
 type Ports interface {
-	// EnsurePodPort adds the interface to br0 with externalIDs (or updates them) and returns its ofport.
-	EnsurePodPort(ctx context.Context, name string, externalIDs map[string]string) (int, error)
-	// EnsurePodPortAt is EnsurePodPort asking for an ofport (0: none); the number returned may differ.
+	// EnsurePodPortAt adds the interface to br0 with externalIDs (or updates them), asking for ofport when
+	// it creates the port (0: none), and returns the ofport ovs-vswitchd assigned, which may differ.
 	EnsurePodPortAt(ctx context.Context, name string, externalIDs map[string]string, ofport int) (int, error)
 	// OfportFree reports whether no port other than name has or asks for ofport.
 	OfportFree(ctx context.Context, name string, ofport int) (bool, error)
