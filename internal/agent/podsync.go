@@ -29,19 +29,14 @@ func (a *Agent) SyncPods(ctx context.Context) error {
 	if a.pods == nil || !a.pods.Pending() {
 		return nil
 	}
-	a.podFlows.mu.Lock()
-	in := a.podFlows.input
-	a.podFlows.mu.Unlock()
-	if in == nil {
-		return a.Sync(ctx)
-	}
 	start := time.Now()
 	a.podFlows.mu.Lock()
-	defer a.podFlows.mu.Unlock()
-	if in = a.podFlows.input; in == nil {
-		// A full sync failed meanwhile; it has already answered the waiting requests.
-		return nil
+	in := a.podFlows.input
+	if in == nil {
+		a.podFlows.mu.Unlock()
+		return a.Sync(ctx)
 	}
+	defer a.podFlows.mu.Unlock()
 	pods, gen, recheck := a.pods.SnapshotForSync()
 	view, err := a.syncPodFlows(ctx, *in, pods, recheck)
 	a.metrics.SyncDuration.WithLabelValues("pods").Observe(time.Since(start).Seconds())
