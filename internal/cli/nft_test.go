@@ -101,20 +101,26 @@ func TestParseNFTRulesetRoundTrip(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, want := seedRuleset(t, tc.node, tc.dp, tc.extra)
-			text := want.String()
-			got, err := ParseNFTRuleset(text)
-			if err != nil {
-				t.Fatalf("ParseNFTRuleset: %v\n%s", err, text)
-			}
-			if got.String() != text {
-				t.Errorf("the parsed ruleset prints differently:\n%s", lineDiff(text, got.String()))
-			}
-			// Only the content counts, in any order: a Renderer also groups the chains by Service and keeps
-			// the shared maps' elements per Service, which a listing has no notion of.
-			if a, b := cloneForCompare(got), cloneForCompare(want); a != b {
-				t.Errorf("the parsed ruleset differs from the rendered one:\n%s", lineDiff(b, a))
-			}
+			assertParsesBack(t, want)
 		})
+	}
+}
+
+// assertParsesBack checks that the text of a rendered ruleset parses back to a ruleset that prints the same
+// and has the same content (in any order: a Renderer also groups the chains by Service and keeps the shared
+// maps' elements per Service, which a listing has no notion of).
+func assertParsesBack(t *testing.T, want *nftables.Ruleset) {
+	t.Helper()
+	text := want.String()
+	got, err := ParseNFTRuleset(text)
+	if err != nil {
+		t.Fatalf("ParseNFTRuleset: %v\n%s", err, text)
+	}
+	if got.String() != text {
+		t.Errorf("the parsed ruleset prints differently:\n%s", lineDiff(text, got.String()))
+	}
+	if a, b := cloneForCompare(got), cloneForCompare(want); a != b {
+		t.Errorf("the parsed ruleset differs from the rendered one:\n%s", lineDiff(b, a))
 	}
 }
 
@@ -349,16 +355,7 @@ func TestParseNFTRulesetEndpointMap(t *testing.T) {
 			if strings.Contains(text, "map @service-endpoints") != tc.maps {
 				t.Fatalf("endpoint map used: %v, want %v (the kernel datapath keeps endpoint chains)", !tc.maps, tc.maps)
 			}
-			got, err := ParseNFTRuleset(text)
-			if err != nil {
-				t.Fatalf("ParseNFTRuleset: %v\n%s", err, text)
-			}
-			if got.String() != text {
-				t.Errorf("the parsed ruleset prints differently:\n%s", lineDiff(text, got.String()))
-			}
-			if a, b := cloneForCompare(got), cloneForCompare(want); a != b {
-				t.Errorf("the parsed ruleset differs from the rendered one:\n%s", lineDiff(b, a))
-			}
+			assertParsesBack(t, want)
 		})
 	}
 	for _, tc := range []struct{ rule, want string }{
