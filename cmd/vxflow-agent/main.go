@@ -101,8 +101,9 @@ func run(parent context.Context, o *options) error {
 	if dp != model.DatapathSystem && dp != model.DatapathNetdev {
 		return fmt.Errorf("failed to parse --datapath %q: want system or netdev", o.datapath)
 	}
-	if o.nftEndpoints != "map" && o.nftEndpoints != "inline" && o.nftEndpoints != "chains" {
-		return fmt.Errorf("failed to parse --nft-endpoints %q: want map, inline or chains", o.nftEndpoints)
+	layout, err := agent.NFTEndpointsOptions(o.nftEndpoints)
+	if err != nil {
+		return err
 	}
 	if o.kubeconfig != "" {
 		if err := os.Setenv("KUBECONFIG", o.kubeconfig); err != nil {
@@ -146,7 +147,7 @@ func run(parent context.Context, o *options) error {
 		return err
 	}
 	a, err := agent.New(agent.Config{
-		NodeName: o.nodeName, NodeIP: nodeIP, Datapath: dp, StatusRefresh: o.statusRefresh, InlineEndpoints: o.nftEndpoints == "inline", EndpointMap: o.nftEndpoints == "map",
+		NodeName: o.nodeName, NodeIP: nodeIP, Datapath: dp, StatusRefresh: o.statusRefresh, InlineEndpoints: layout.InlineEndpoints, EndpointMap: layout.EndpointMap,
 		Underlay:               ovs.UnderlaySpec{Bridge: o.underlayBridge, NIC: o.underlayNIC, DatapathType: string(dp)},
 		ServiceMinSyncInterval: o.minSyncInterval, ServiceSyncPeriod: o.syncPeriod,
 	}, cache, writer, sw, deps.links, deps.nft, metrics, logger)

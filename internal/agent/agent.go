@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/vxflow/vxflow/api/v1alpha1"
+	"github.com/vxflow/vxflow/internal/apply/nft"
 	"github.com/vxflow/vxflow/internal/apply/ovs"
 	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/render/nftables"
@@ -38,9 +39,10 @@ type LinkApplier interface {
 
 // RulesetApplier is the nftables applier: it converges the node's own table onto a rendered ruleset.
 type RulesetApplier interface {
-	// Sync programs desired atomically and returns the number of rules and elements in the table;
-	// triggerTimes are the EndpointSlice changes it carries, for network_programming_duration_seconds.
-	Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (int, error)
+	// Sync programs desired atomically and returns what the transaction did (messages, kernel time) and the
+	// number of rules and elements in the table; triggerTimes are the EndpointSlice changes it carries, for
+	// network_programming_duration_seconds.
+	Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (nft.Result, int, error)
 }
 
 // Config is the node agent's configuration, from its flags.
@@ -67,6 +69,19 @@ type Config struct {
 	ServiceMinSyncInterval, ServiceSyncPeriod time.Duration
 }
 
+// NFTEndpointsOptions turns the agent's --nft-endpoints value (map, inline or chains) into renderer options.
+func NFTEndpointsOptions(layout string) (nftables.Options, error) {
+	switch layout {
+	case "map":
+		return nftables.Options{EndpointMap: true}, nil
+	case "inline":
+		return nftables.Options{InlineEndpoints: true}, nil
+	case "chains":
+		return nftables.Options{}, nil
+	}
+	return nftables.Options{}, fmt.Errorf("failed to parse --nft-endpoints %q: want map, inline or chains", layout)
+}
+
 // nftLayout names the nftables endpoint layout for status (HostSubnetAgentStatus.NFTLayout).
 func (c Config) nftLayout() string {
 	switch {
@@ -85,7 +100,6 @@ type Agent struct {
 	writer  client.Client
 	ovs     ovs.Interface
 	links   LinkApplier
-	nft     RulesetApplier
 	pods    *PodStore
 	metrics *Metrics
 	log     logr.Logger
@@ -123,7 +137,7 @@ func New(cfg Config, reader client.Reader, writer client.Client, sw ovs.Interfac
 	if cfg.StatusRefresh == 0 {
 		cfg.StatusRefresh = time.Minute
 	}
-	a := &Agent{cfg: cfg, reader: reader, writer: writer, ovs: sw, links: links, nft: nft,
+	a := &Agent{cfg: cfg, reader: reader, writer: writer, ovs: sw, links: links,
 		metrics: metrics, log: log.WithValues("node", cfg.NodeName)}
 	a.services = NewServiceProxy(ServiceProxyConfig{
 		Render:          nftables.Options{InlineEndpoints: cfg.InlineEndpoints, EndpointMap: cfg.EndpointMap},

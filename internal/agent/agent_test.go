@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/vxflow/vxflow/api/v1alpha1"
+	"github.com/vxflow/vxflow/internal/apply/nft"
 	"github.com/vxflow/vxflow/internal/apply/ovs"
 	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/render/nftables"
@@ -38,9 +39,9 @@ func (f *fakeLinks) Apply(_ context.Context, v *model.NodeView) ([]string, error
 // fakeNFT keeps the last ruleset it was given.
 type fakeNFT struct{ last *nftables.Ruleset }
 
-func (f *fakeNFT) Sync(_ context.Context, rs *nftables.Ruleset, _ ...time.Time) (int, error) {
+func (f *fakeNFT) Sync(_ context.Context, rs *nftables.Ruleset, _ ...time.Time) (nft.Result, int, error) {
 	f.last = rs
-	return 7, nil
+	return nft.Result{}, 7, nil
 }
 
 func makeTestHostSubnet(name, hostIP, subnet string) *v1alpha1.HostSubnet {

@@ -22,14 +22,7 @@ type NFTables struct {
 var _ RulesetApplier = (*NFTables)(nil)
 
 // Sync is part of RulesetApplier.
-func (n *NFTables) Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (int, error) {
-	_, rules, err := n.SyncResult(ctx, desired, triggerTimes...)
-	return rules, err
-}
-
-// SyncResult is Sync that also returns what the transaction did (messages, kernel time), for the Service
-// proxy's per-sync figures.
-func (n *NFTables) SyncResult(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (nft.Result, int, error) {
+func (n *NFTables) Sync(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (nft.Result, int, error) {
 	res, err := n.Interface.Sync(ctx, desired, triggerTimes...)
 	if err != nil {
 		return res, 0, err

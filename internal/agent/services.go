@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/vxflow/vxflow/internal/apply/nft"
 	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/render/nftables"
 )
@@ -73,11 +72,6 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
-}
-
-// resultApplier is a RulesetApplier that also says what the transaction did; NFTables is one.
-type resultApplier interface {
-	SyncResult(ctx context.Context, desired *nftables.Ruleset, triggerTimes ...time.Time) (nft.Result, int, error)
 }
 
 // ServiceProxy programs Service NAT (table ip vxflow) from Service and EndpointSlice events, apart from the
@@ -249,15 +243,8 @@ func (p *ServiceProxy) Sync(ctx context.Context) error {
 		skipped = set.Skipped
 	}
 	applyStart := time.Now()
-	var rules int
-	var err error
-	if ra, ok := p.nft.(resultApplier); ok {
-		var res nft.Result
-		res, rules, err = ra.SyncResult(ctx, p.last, triggers...)
-		stats.Kernel, stats.Messages, stats.FullApply = res.KernelDuration, res.Messages, res.Full
-	} else {
-		rules, err = p.nft.Sync(ctx, p.last, triggers...)
-	}
+	res, rules, err := p.nft.Sync(ctx, p.last, triggers...)
+	stats.Kernel, stats.Messages, stats.FullApply = res.KernelDuration, res.Messages, res.Full
 	committed := time.Now()
 	stats.Apply = committed.Sub(applyStart)
 	if err != nil {
@@ -343,7 +330,8 @@ func (p *ServiceProxy) finish(ctx context.Context, stats SyncStats, rules int, r
 	}
 	cur := p.status
 	p.mu.Unlock()
-	if rs != nil && len(skipped) > 0 && !cur.sameOutcome(prev) {
+	outcomeChanged := !cur.sameOutcome(prev)
+	if rs != nil && len(skipped) > 0 && outcomeChanged {
 		msgs := make([]string, 0, min(len(skipped), 10))
 		for _, s := range skipped[:min(len(skipped), 10)] {
 			msgs = append(msgs, s.Error())
@@ -354,7 +342,7 @@ func (p *ServiceProxy) finish(ctx context.Context, stats SyncStats, rules int, r
 	if p.OnSync != nil {
 		p.OnSync(stats)
 	}
-	if p.OnStatus != nil && !cur.sameOutcome(prev) {
+	if p.OnStatus != nil && outcomeChanged {
 		p.OnStatus(ctx, cur)
 	}
 }

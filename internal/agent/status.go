@@ -32,7 +32,7 @@ type SyncReport struct {
 	// MTU and Datapath are the node's pod MTU and br0 datapath type.
 	MTU      int
 	Datapath string
-	// NFTLayout is the nftables endpoint layout when it is not the default (see HostSubnetAgentStatus).
+	// NFTLayout is the nftables endpoint layout (see HostSubnetAgentStatus).
 	NFTLayout string
 	// Reason and Message explain the outcome; Reason is ReasonProgrammed when everything was applied.
 	Reason, Message string

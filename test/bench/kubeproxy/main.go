@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/vxflow/vxflow/internal/render/nftables"
+	"github.com/vxflow/vxflow/internal/agent"
 )
 
 // Addresses of the benchmark's namespaces. The API server listens on 10.240.0.1, an address on the control
@@ -77,14 +77,14 @@ func main() {
 	flag.StringVar(&o.dump, "dump", "", "write both rulesets, once programmed, to <dump>.kube-proxy.nft and <dump>.vxflow.nft")
 	flag.Parse()
 
-	var err error
-	switch o.phase {
-	case "driver":
-		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP),
-			nftables.Options{InlineEndpoints: o.nftEndpoints == "inline", EndpointMap: o.nftEndpoints == "map"}, o.heap)
-	case "run":
+	layout, err := agent.NFTEndpointsOptions(o.nftEndpoints)
+	switch {
+	case err != nil:
+	case o.phase == "driver":
+		err = runDriver(o.kubeconfig, o.node, netip.MustParseAddr(o.nodeIP), layout, o.heap)
+	case o.phase == "run":
 		err = run(o)
-	case "":
+	case o.phase == "":
 		err = setup(o)
 	default:
 		err = fmt.Errorf("unknown phase %q", o.phase)
