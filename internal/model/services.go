@@ -1,9 +1,11 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -198,4 +200,17 @@ func (s *Service) Clone() Service {
 		c.Ports[i].Endpoints = slices.Clone(s.Ports[i].Endpoints)
 	}
 	return c
+}
+
+// CompareServices orders Services as ServiceSet.Services lists them: by namespace, then name.
+func CompareServices(a, b *Service) int {
+	return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+}
+
+// CompareServiceKeys is CompareServices for "namespace/name" keys. Comparing the keys as text would put
+// "app-b/y" before "app/x", the other way round from the Services.
+func CompareServiceKeys(a, b string) int {
+	ans, aname, _ := strings.Cut(a, "/")
+	bns, bname, _ := strings.Cut(b, "/")
+	return cmp.Or(strings.Compare(ans, bns), strings.Compare(aname, bname))
 }

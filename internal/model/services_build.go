@@ -134,9 +134,7 @@ func (b *ServiceBuilder) Build(in ServiceInput) (*ServiceSet, error) {
 		}
 	}
 	b.cache = next
-	slices.SortFunc(set.Services, func(a, b Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(set.Services, func(a, b Service) int { return CompareServices(&a, &b) })
 	return set, nil
 }
 

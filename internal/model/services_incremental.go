@@ -65,9 +65,7 @@ func (b *ServiceBuilder) Update(node ServiceNode, src ServiceSource, changed []s
 		}
 	}
 	if b.bulk {
-		slices.SortFunc(b.sorted, func(x, y Service) int {
-			return cmp.Or(cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name))
-		})
+		slices.SortFunc(b.sorted, func(x, y Service) int { return CompareServices(&x, &y) })
 		b.bulk = false
 	}
 	set := &ServiceSet{Node: b.node, Services: b.sorted}

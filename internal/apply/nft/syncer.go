@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/vxflow/vxflow/internal/model"
 	"github.com/vxflow/vxflow/internal/render/nftables"
 )
 
@@ -647,7 +647,7 @@ func (s *Syncer) buildPartial(tx *transaction, desired *nftables.Ruleset, now ti
 	return next, nil
 }
 
-// eachChangedGroup walks two lists of groups sorted by Key and calls fn for each Service whose group is
+// eachChangedGroup walks two lists of groups sorted as their Services (model.CompareServiceKeys) and calls fn for each Service whose group is
 // not the same pointer in both: o is nil for a Service added, g for one deleted. Equal pointers cost one
 // comparison each; keys are compared only where the lists differ.
 func eachChangedGroup(old, next []*nftables.ServiceRules, fn func(o, g *nftables.ServiceRules)) {
@@ -663,7 +663,7 @@ func eachChangedGroup(old, next []*nftables.ServiceRules, fn func(o, g *nftables
 			fn(nil, next[j])
 			j++
 		default:
-			switch c := strings.Compare(old[i].Key, next[j].Key); {
+			switch c := model.CompareServiceKeys(old[i].Key, next[j].Key); {
 			case c < 0:
 				fn(old[i], nil)
 				i++

@@ -1,7 +1,6 @@
 package nftables
 
 import (
-	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
@@ -132,8 +131,8 @@ type svcOwner struct {
 
 // before reports whether o comes before p in the Services order, which decides who holds a shared key.
 func (o *svcOwner) before(p *svcOwner) bool {
-	if o.key != p.key {
-		return o.key < p.key
+	if c := model.CompareServiceKeys(o.key, p.key); c != 0 {
+		return c < 0
 	}
 	return o.seq < p.seq
 }
@@ -246,7 +245,7 @@ func (rr *Renderer) RenderGrouped(in *model.ServiceSet) *Ruleset {
 		for i := range in.Services {
 			order[i] = &in.Services[i]
 		}
-		slices.SortStableFunc(order, compareServiceKeys)
+		slices.SortStableFunc(order, model.CompareServices)
 		out, todo, removed, _ = rr.match(in.Services, order)
 	}
 	return rr.finish(out, todo, removed)
@@ -403,7 +402,7 @@ func (rr *Renderer) match(in []model.Service, sorted []*model.Service) (out []*S
 		}
 		var cand *ServiceRules
 		for k < len(prev) {
-			c := compareServiceKeys(&prev[k].svc, s)
+			c := model.CompareServices(&prev[k].svc, s)
 			if c < 0 {
 				removed = append(removed, prev[k])
 				k++
@@ -419,7 +418,7 @@ func (rr *Renderer) match(in []model.Service, sorted []*model.Service) (out []*S
 			out[i] = cand
 			continue
 		}
-		if cand == nil && sorted == nil && i > 0 && compareServiceKeys(&in[i-1], s) >= 0 {
+		if cand == nil && sorted == nil && i > 0 && model.CompareServices(&in[i-1], s) >= 0 {
 			return nil, nil, nil, false
 		}
 		if cand != nil {
@@ -436,7 +435,7 @@ func (rr *Renderer) match(in []model.Service, sorted []*model.Service) (out []*S
 // input does not fit the previous list and changed (a key left out, or Services not sorted).
 func (rr *Renderer) matchChanged(in []model.Service, changed []string) (out []*ServiceRules, todo []toRender, removed []*ServiceRules, ok bool) {
 	keys := slices.Clone(changed)
-	slices.Sort(keys)
+	slices.SortFunc(keys, model.CompareServiceKeys)
 	keys = slices.Compact(keys)
 	prev := rr.prev
 	out = make([]*ServiceRules, len(in))
@@ -447,7 +446,7 @@ func (rr *Renderer) matchChanged(in []model.Service, changed []string) (out []*S
 			return nil, nil, nil, false
 		}
 		pj, _ := slices.BinarySearchFunc(prev[pi:], key, func(g *ServiceRules, k string) int {
-			return cmp.Or(strings.Compare(g.svc.Namespace, ns), strings.Compare(g.svc.Name, name))
+			return model.CompareServiceKeys(g.Key, k)
 		})
 		pj += pi
 		if oi+pj-pi > len(in) {
@@ -482,25 +481,17 @@ func (rr *Renderer) matchChanged(in []model.Service, changed []string) (out []*S
 	copy(out[oi:], prev[pi:])
 	// The runs copied must be the same Services: check where the runs meet the changes.
 	for _, t := range todo {
-		if t.pos > 0 && compareServiceKeys(&in[t.pos-1], t.svc) >= 0 ||
-			t.pos+1 < len(in) && compareServiceKeys(t.svc, &in[t.pos+1]) >= 0 {
+		if t.pos > 0 && model.CompareServices(&in[t.pos-1], t.svc) >= 0 ||
+			t.pos+1 < len(in) && model.CompareServices(t.svc, &in[t.pos+1]) >= 0 {
 			return nil, nil, nil, false
 		}
 	}
 	for i, g := range out {
-		if g != nil && (i == 0 || out[i-1] == nil || i+1 == len(out) || out[i+1] == nil) && compareServiceKeys(&g.svc, &in[i]) != 0 {
+		if g != nil && (i == 0 || out[i-1] == nil || i+1 == len(out) || out[i+1] == nil) && model.CompareServices(&g.svc, &in[i]) != 0 {
 			return nil, nil, nil, false
 		}
 	}
 	return out, todo, removed, true
-}
-
-// compareServiceKeys orders Services by namespace and name without building their keys.
-func compareServiceKeys(a, b *model.Service) int {
-	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-		return c
-	}
-	return strings.Compare(a.Name, b.Name)
 }
 
 // claim records that o's group has an element with key ck; touch is called for a Service that loses it.

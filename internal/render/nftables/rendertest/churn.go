@@ -118,7 +118,8 @@ func (c *Churn) newService() model.Service {
 	r := c.rnd
 	c.next++
 	s := model.Service{
-		Namespace: fmt.Sprintf("ns-%d", r.IntN(3)),
+		// "ns" and "ns-1": a namespace that is another's prefix orders differently as "namespace/name" text.
+		Namespace: [...]string{"ns", "ns-1", "ns-2"}[r.IntN(3)],
 		Name:      fmt.Sprintf("churn-%d", c.next),
 		ClusterIP: netip.AddrFrom4([4]byte{172, 30, byte(c.next / 250), byte(c.next%250 + 1)}),
 	}
@@ -156,7 +157,5 @@ func sortEndpoints(p *model.ServicePort) {
 
 // SortServices restores the model's order of Services (by namespace, then name).
 func SortServices(set *model.ServiceSet) {
-	slices.SortFunc(set.Services, func(a, b model.Service) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(set.Services, func(a, b model.Service) int { return model.CompareServices(&a, &b) })
 }
