@@ -192,7 +192,7 @@ func (s *Syncer) Delete() error {
 	s.stale = make(map[string]time.Time)
 	b := newBatch(s.table.Name, 0, 256)
 	b.addTable()
-	m := b.nft(2 /* NFT_MSG_DELTABLE */, flagRequest)
+	m := b.nft(nftMsgDelTable, flagRequest)
 	b.str(1 /* NFTA_TABLE_NAME */, s.table.Name)
 	b.msgEnd(m)
 	if err := s.sock.send(b); err != nil {

@@ -29,6 +29,7 @@ const (
 	nfnlBatchGenID     = 1
 
 	nftMsgNewTable   = 0
+	nftMsgDelTable   = 2
 	nftMsgNewChain   = 3
 	nftMsgDelChain   = 5
 	nftMsgNewRule    = 6
@@ -178,7 +179,7 @@ func (b *batch) value(typ uint16, data []byte) {
 // describe names the message with sequence number seq, decoded from the batch (an error is rare, and
 // keeping a name per message cost tens of megabytes in a full sync).
 func (b *batch) describe(seq uint32) op {
-	kinds := map[uint16]string{nftMsgNewTable: "add table", 2: "delete table", nftMsgNewChain: "add chain",
+	kinds := map[uint16]string{nftMsgNewTable: "add table", nftMsgDelTable: "delete table", nftMsgNewChain: "add chain",
 		nftMsgDelChain: "delete chain", nftMsgNewRule: "add rule", nftMsgDelRule: "flush chain", nftMsgNewSet: "add set",
 		nftMsgDelSet: "delete set", nftMsgNewSetElem: "add element", nftMsgDelSetElem: "delete element"}
 	for off := 0; off+unix.NLMSG_HDRLEN+4 <= len(b.buf); {
@@ -216,7 +217,7 @@ func (b *batch) describe(seq uint32) op {
 			o.kind = "flush set"
 		}
 		switch {
-		case typ == nftMsgNewTable || typ == 2:
+		case typ == nftMsgNewTable || typ == nftMsgDelTable:
 			if len(strs) > 0 {
 				o.name = strs[0]
 			}

@@ -986,6 +986,22 @@ func (n *endpointNames) chain(base string, e model.Endpoint) string {
 	return endpointChainName(base, e)
 }
 
+// chainAndAffinitySet returns e's endpoint chain and affinity set names with one search for e.
+func (n *endpointNames) chainAndAffinitySet(base string, e model.Endpoint) (chain, affinity string) {
+	i := n.index(e)
+	if i >= 0 && n.chains != nil {
+		chain = n.chains[i]
+	} else {
+		chain = endpointChainName(base, e)
+	}
+	if i >= 0 && n.affinity != nil {
+		affinity = n.affinity[i]
+	} else {
+		affinity = affinitySetName(base, e)
+	}
+	return chain, affinity
+}
+
 // affinitySet returns e's affinity set name.
 func (n *endpointNames) affinitySet(base string, e model.Endpoint) string {
 	if i := n.index(e); i >= 0 && n.affinity != nil {
@@ -1025,8 +1041,8 @@ func (f *fragment) loadBalance(c *Chain, base string, s *model.Service, proto mo
 	if s.AffinityTimeout > 0 {
 		c.Rules = slices.Grow(c.Rules, 2*n)
 		for _, e := range eps {
-			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: names.affinitySet(base, e)},
-				Verdict{Kind: VerdictGoto, Chain: names.chain(base, e)}))
+			chain, affinity := names.chainAndAffinitySet(base, e)
+			c.Rules = append(c.Rules, rule(MatchAddrSet{Field: SAddr, Set: affinity}, Verdict{Kind: VerdictGoto, Chain: chain}))
 		}
 	}
 	if f.ids != nil && n <= EndpointMapStride {

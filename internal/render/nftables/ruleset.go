@@ -159,16 +159,6 @@ func (se *setElement) sameKey(o *setElement) bool {
 	return se.addr == o.addr && se.bits == o.bits && se.proto == o.proto && se.port == o.port && se.index == o.index
 }
 
-// FixedChains returns the chains that belong to no Service: base chains and dispatch chains (every
-// chain of a flat Ruleset).
-func (r *Ruleset) FixedChains() []*Chain {
-	return r.Chains
-}
-
-// FixedSets returns the sets and maps that belong to no Service (every set of a flat Ruleset).
-func (r *Ruleset) FixedSets() []*Set {
-	return r.Sets
-}
 
 // Counts returns the number of sets, chains, rules and set elements, for metrics and logs. It costs
 // O(fixed part) for a grouped Ruleset.
