@@ -159,7 +159,6 @@ func (se *setElement) sameKey(o *setElement) bool {
 	return se.addr == o.addr && se.bits == o.bits && se.proto == o.proto && se.port == o.port && se.index == o.index
 }
 
-
 // Counts returns the number of sets, chains, rules and set elements, for metrics and logs. It costs
 // O(fixed part) for a grouped Ruleset.
 func (r *Ruleset) Counts() (sets, chains, rules, elements int) {
