@@ -330,11 +330,16 @@ func (s *Syncer) driftReason(gen *gnft.Gen) string {
 // never an empty one, and affinity sets whose definition is unchanged keep their entries.
 func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.Time) (*kernelState, error) {
 	next := newKernelState(desired, nil)
-	nsets, nchains, _, _ := desired.Counts()
-	wantChains := make(map[string]*nftables.Chain, nchains)
-	eachChain(desired, func(c *nftables.Chain) { wantChains[c.Name] = c })
-	wantSets := make(map[string]*nftables.Set, nsets)
-	eachSet(desired, func(st *nftables.Set) { wantSets[st.Name] = st })
+	// Every set with all its elements (the groups' go with their sets' own) and every chain, in creation order.
+	flat := desired.Flat()
+	wantChains := make(map[string]*nftables.Chain, len(flat.Chains))
+	for _, c := range flat.Chains {
+		wantChains[c.Name] = c
+	}
+	wantSets := make(map[string]*nftables.Set, len(flat.Sets))
+	for _, st := range flat.Sets {
+		wantSets[st.Name] = st
+	}
 	existingChains := map[string]*gnft.Chain{}
 	existingSets := map[string]*gnft.Set{}
 	if t, err := s.conn.ListTableOfFamily(s.table.Name, gnft.TableFamilyIPv4); err == nil && t != nil {
@@ -388,37 +393,24 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 			tx.delSet(name)
 		}
 	}
-	eachSet(desired, func(st *nftables.Set) {
+	for _, st := range flat.Sets {
 		_, exists := existingSets[st.Name]
 		if !exists || (!keptDynamic[st.Name] && !matchesKernelSet(existingSets[st.Name], st)) {
 			tx.addSet(st)
 		}
-	})
-	eachChain(desired, func(c *nftables.Chain) {
+	}
+	for _, c := range flat.Chains {
 		if ec, ok := existingChains[c.Name]; !ok || !sameHook(ec, c) {
 			tx.addChain(c)
 		}
-	})
-	// The groups' elements go with their sets' own, in one list per set.
-	groupElems := map[string][]nftables.Element{}
-	for _, g := range desired.Services {
-		g.EachElement(func(set string, e nftables.Element) { groupElems[set] = append(groupElems[set], e) })
 	}
-	for _, st := range desired.Sets {
-		elems := st.Elements
-		if more := groupElems[st.Name]; len(more) > 0 {
-			elems = append(slices.Clip(elems), more...)
-			delete(groupElems, st.Name)
-		}
-		tx.addElements(st, elems)
+	for _, st := range flat.Sets {
+		tx.addElements(st, st.Elements)
 	}
-	for name := range groupElems {
-		return nil, fmt.Errorf("failed to find set %s of a Service's elements in the ruleset", name)
-	}
-	eachChain(desired, func(c *nftables.Chain) {
+	for _, c := range flat.Chains {
 		tx.addRules(c)
 		tx.chainsWritten++
-	})
+	}
 	// Chains already stale for long enough are deleted now; the rest wait.
 	// The stale list is rebuilt from what the table really holds.
 	for name := range s.stale {
@@ -435,32 +427,8 @@ func (s *Syncer) buildFull(tx *transaction, desired *nftables.Ruleset, now time.
 			tx.newStale[name] = since
 		}
 	}
-	next.objects = uint32(nsets + nchains)
+	next.objects = uint32(len(flat.Sets) + len(flat.Chains))
 	return next, nil
-}
-
-// eachChain calls fn for every chain of the ruleset, in creation order (fixed ones first).
-func eachChain(r *nftables.Ruleset, fn func(*nftables.Chain)) {
-	for _, c := range r.Chains {
-		fn(c)
-	}
-	for _, g := range r.Services {
-		for _, c := range g.Chains {
-			fn(c)
-		}
-	}
-}
-
-// eachSet calls fn for every set of the ruleset, in creation order (fixed ones first).
-func eachSet(r *nftables.Ruleset, fn func(*nftables.Set)) {
-	for _, st := range r.Sets {
-		fn(st)
-	}
-	for _, g := range r.Services {
-		for _, st := range g.Sets {
-			fn(st)
-		}
-	}
 }
 
 // buildPartial queues only the difference between what was programmed and desired: the fixed chains and
