@@ -711,11 +711,6 @@ func (r *renderer) addSet(s *Set) {
 
 // addElement adds an element unless its key is already taken in that set.
 func (r *renderer) addElement(set string, e Element) {
-	if s := r.sets[set]; s.Type == SetTypeEndpointMap {
-		// Base indexes are unique per policy chain: no key can be claimed twice.
-		s.Elements = append(s.Elements, e)
-		return
-	}
 	if r.keys[set][e.Key()] {
 		return
 	}
