@@ -3,10 +3,12 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -26,13 +28,7 @@ type benchSource struct {
 	slices map[string][]*discoveryv1.EndpointSlice
 }
 
-func (s *benchSource) ServiceKeys() []string {
-	keys := make([]string, 0, len(s.svcs))
-	for k := range s.svcs {
-		keys = append(keys, k)
-	}
-	return keys
-}
+func (s *benchSource) ServiceKeys() []string              { return slices.Collect(maps.Keys(s.svcs)) }
 func (s *benchSource) Service(key string) *corev1.Service { return s.svcs[key] }
 func (s *benchSource) EndpointSlices(key string) []*discoveryv1.EndpointSlice {
 	return s.slices[key]

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -19,7 +20,7 @@ type mapSource struct {
 	slices map[string]*discoveryv1.EndpointSlice // by namespace/name of the slice
 }
 
-func (m *mapSource) ServiceKeys() []string { return slices.Collect(mapKeys(m.svcs)) }
+func (m *mapSource) ServiceKeys() []string { return slices.Collect(maps.Keys(m.svcs)) }
 
 func (m *mapSource) Service(key string) *corev1.Service { return m.svcs[key] }
 
@@ -31,16 +32,6 @@ func (m *mapSource) EndpointSlices(key string) []*discoveryv1.EndpointSlice {
 		}
 	}
 	return out
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func (m *mapSource) input(node ServiceNode) ServiceInput {

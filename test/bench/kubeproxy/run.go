@@ -649,9 +649,9 @@ type histogram struct {
 
 // minus returns h - before (the observations made between two scrapes).
 func (h *histogram) minus(before *histogram) *histogram {
-	out := &histogram{Buckets: map[float64]float64{}, Sum: h.Sum, Count: h.Count}
-	for le, n := range h.Buckets {
-		out.Buckets[le] = n
+	out := &histogram{Buckets: maps.Clone(h.Buckets), Sum: h.Sum, Count: h.Count}
+	if out.Buckets == nil {
+		out.Buckets = map[float64]float64{}
 	}
 	if before != nil {
 		out.Sum -= before.Sum
