@@ -119,13 +119,7 @@ func (b *ServiceBuilder) Build(in ServiceInput) (*ServiceSet, error) {
 		es := slicesBySvc[key]
 		bs := b.cache[key]
 		if bs == nil || !sameObject(bs.svc, svc) || !slices.EqualFunc(bs.slices, es, sameObject) {
-			bs = &builtService{svc: svc, slices: es}
-			bs.out, bs.ok = buildService(svc, &bs.skipped)
-			if bs.ok {
-				for i := range bs.out.Ports {
-					bs.out.Ports[i].Endpoints = endpointsFor(&bs.out.Ports[i], es, key, &bs.skipped)
-				}
-			}
+			bs = newBuiltService(svc, es, key)
 		}
 		next[key] = bs
 		set.Skipped = append(set.Skipped, bs.skipped...)
@@ -136,6 +130,24 @@ func (b *ServiceBuilder) Build(in ServiceInput) (*ServiceSet, error) {
 	b.cache = next
 	slices.SortFunc(set.Services, func(a, b Service) int { return CompareServices(&a, &b) })
 	return set, nil
+}
+
+// newBuiltService validates svc and its slices es (IPv4, sorted by name) into the model.
+func newBuiltService(svc *corev1.Service, es []*discoveryv1.EndpointSlice, key string) *builtService {
+	bs := &builtService{svc: svc, slices: es}
+	bs.out, bs.ok = buildService(svc, &bs.skipped)
+	if bs.ok {
+		for i := range bs.out.Ports {
+			bs.out.Ports[i].Endpoints = endpointsFor(&bs.out.Ports[i], es, key, &bs.skipped)
+		}
+	}
+	return bs
+}
+
+// sortSlicesByName sorts a Service's EndpointSlices by name, so that duplicates resolve the same way on
+// every sync.
+func sortSlicesByName(es []*discoveryv1.EndpointSlice) {
+	slices.SortFunc(es, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
 }
 
 // sameObject reports whether two objects are the same version of the same object: the same pointer (an
@@ -208,7 +220,7 @@ func groupSlices(all []*discoveryv1.EndpointSlice) map[string][]*discoveryv1.End
 		out[key] = append(out[key], es)
 	}
 	for _, l := range out {
-		slices.SortFunc(l, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
+		sortSlicesByName(l)
 	}
 	return out
 }

@@ -102,17 +102,11 @@ func (b *ServiceBuilder) refresh(key string, src ServiceSource) bool {
 			es = append(es, s)
 		}
 	}
-	slices.SortFunc(es, func(a, b *discoveryv1.EndpointSlice) int { return cmp.Compare(a.Name, b.Name) })
+	sortSlicesByName(es)
 	if old != nil && sameObject(old.svc, svc) && slices.EqualFunc(old.slices, es, sameObject) {
 		return false
 	}
-	bs := &builtService{svc: svc, slices: es}
-	bs.out, bs.ok = buildService(svc, &bs.skipped)
-	if bs.ok {
-		for i := range bs.out.Ports {
-			bs.out.Ports[i].Endpoints = endpointsFor(&bs.out.Ports[i], es, key, &bs.skipped)
-		}
-	}
+	bs := newBuiltService(svc, es, key)
 	b.cache[key] = bs
 	if len(bs.skipped) > 0 {
 		b.withSkips[key] = true
