@@ -112,11 +112,9 @@ type Agent struct {
 	lastErr  error
 	synced   bool
 	changeAt time.Time // when the oldest unapplied API change was seen
-	// nodeReport is the last sync's report without the Service part; nodeSummary and nodeSkipped are
-	// its message's parts, so that a Service sync can rewrite the status with new counts.
-	nodeReport  SyncReport
-	nodeSummary string
-	nodeSkipped []string
+	// nodeReport is the last sync's report without the Service part (its Message is the node's summary),
+	// so that a Service sync can rewrite the status with new counts.
+	nodeReport SyncReport
 	// reportMu serialises status writes from the node loop and the Service loop.
 	reportMu sync.Mutex
 	// podFlows lets CNI requests program their pods' flows without a full sync (podsync.go).
@@ -254,9 +252,7 @@ func (a *Agent) withServices(r SyncReport, st ServiceStatus) SyncReport {
 	if r.Reason != ReasonProgrammed && r.Reason != ReasonPartiallyProgrammed {
 		return r
 	}
-	a.mu.Lock()
-	summary, skipped := a.nodeSummary, a.nodeSkipped
-	a.mu.Unlock()
+	summary, skipped := r.Message, r.skipped
 	r.NFTRules = st.Rules
 	if st.Err != nil {
 		r.Reason, r.Message = ReasonApplyFailed, st.Err.Error()
@@ -372,6 +368,7 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 	report := SyncReport{
 		Generation: own.Generation, Flows: len(flows), StateHash: stateHash(flows),
 		MTU: view.MTU, Datapath: string(view.Datapath), NFTLayout: a.cfg.nftLayout(), Reason: ReasonProgrammed,
+		Message: fmt.Sprintf("%d flows, %d remote nodes, %d local pods", len(flows), len(view.RemoteNodes), len(view.LocalPods)),
 	}
 	var msgs []string
 	if len(view.Skipped) > 0 {
@@ -382,10 +379,7 @@ func (a *Agent) sync(ctx context.Context, pods []model.LocalPod) (SyncReport, *m
 		report.Reason = ReasonPartiallyProgrammed
 		a.log.Info("Left invalid objects out of the node's state", "skipped", msgs, "reason", "they conflict with other objects or are invalid")
 	}
-	a.mu.Lock()
-	a.nodeSummary = fmt.Sprintf("%d flows, %d remote nodes, %d local pods", len(flows), len(view.RemoteNodes), len(view.LocalPods))
-	a.nodeSkipped = msgs
-	a.mu.Unlock()
+	report.skipped = msgs
 	return report, view, nil
 }
 

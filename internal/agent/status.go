@@ -36,6 +36,9 @@ type SyncReport struct {
 	NFTLayout string
 	// Reason and Message explain the outcome; Reason is ReasonProgrammed when everything was applied.
 	Reason, Message string
+
+	// skipped are the node sync's objects left out, which withServices merges with the Service proxy's.
+	skipped []string
 }
 
 // statusApplyObject builds the server-side-apply body of the agent's part of HostSubnet status: the
